@@ -1,0 +1,26 @@
+"""FusionAudio / GAMA audio-language models on stock transformers + peft.
+
+Public entry points are imported lazily so that ``import fusionaudio`` stays cheap.
+"""
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "load_model": "fusionaudio.model.loading",
+    "GamaConfig": "fusionaudio.model.config",
+    "GamaForCausalLM": "fusionaudio.model.gama",
+    "FusionAudioInference": "fusionaudio.inference",
+    "load_fbank": "fusionaudio.audio",
+    "waveform_to_fbank": "fusionaudio.audio",
+    "AudioError": "fusionaudio.audio",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fusionaudio' has no attribute {name!r}")
