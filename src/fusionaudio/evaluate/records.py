@@ -1,0 +1,102 @@
+"""Loading prediction files and reading their fields with clear errors.
+
+Field conventions (shared by every evaluator):
+
+* ``prediction`` -- the model's answer, written by ``fusionaudio.infer`` next to the
+  untouched input record (override with ``pred_key``).
+* ``output`` -- the ground truth, as in the training/eval records
+  ``{audio_id, instruction, input, output, dataset?, task?}`` (override with ``ref_key``).
+
+Files from the reference implementation after its ``modify_json`` step use
+``pred``/``ref`` instead: pass ``pred_key="pred", ref_key="ref"``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PRED_KEY = "prediction"
+DEFAULT_REF_KEY = "output"
+
+_MISSING = object()
+
+
+class EvalInputError(ValueError):
+    """A bad evaluation input: the message names the file and, where known, the record index."""
+
+
+def load_records(path: str | os.PathLike) -> list[dict]:
+    """Load a JSON list (``.json``) or JSON-lines (``.jsonl``) file of dict records."""
+    path = Path(path)
+    if not path.is_file():
+        raise EvalInputError(f"{path}: file not found")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        records = []
+        for n, line in enumerate(text.splitlines()):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise EvalInputError(f"{path}: line {n + 1}: invalid JSON ({e})") from None
+    else:
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise EvalInputError(f"{path}: invalid JSON ({e})") from None
+    if not isinstance(records, list):
+        raise EvalInputError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise EvalInputError(f"{path}: record {i}: expected an object, got {type(rec).__name__}")
+    if not records:
+        raise EvalInputError(f"{path}: no records")
+    return records
+
+
+def get_field(record: dict, key: str, path: Any, index: int, *, types=(str,), default=_MISSING):
+    """Return ``record[key]`` checked against ``types``; raise :class:`EvalInputError` naming file and index."""
+    if key not in record or record[key] is None:
+        if default is not _MISSING:
+            return default
+        raise EvalInputError(
+            f"{path}: record {index}: missing field {key!r} (fields present: {sorted(record)})"
+        )
+    value = record[key]
+    if types and not isinstance(value, types):
+        names = "/".join(t.__name__ for t in types)
+        raise EvalInputError(
+            f"{path}: record {index}: field {key!r} should be {names}, got {type(value).__name__}"
+        )
+    return value
+
+
+def get_text_list(record: dict, key: str, path: Any, index: int) -> list[str]:
+    """Read a field that is either a string or a non-empty list of strings, as a list."""
+    value = get_field(record, key, path, index, types=(str, list))
+    if isinstance(value, str):
+        return [value]
+    if not value or not all(isinstance(v, str) for v in value):
+        raise EvalInputError(f"{path}: record {index}: field {key!r} should be a non-empty list of strings")
+    return list(value)
+
+
+def normalize_text(text: str) -> str:
+    """Lower-case, map underscores to spaces, drop surrounding punctuation and squeeze whitespace."""
+    text = text.lower().replace("_", " ")
+    text = re.sub(r"\s+", " ", text).strip()
+    return text.strip(" .,;:!?\"'")
+
+
+def group_records(records: list[dict], keys: tuple[str, ...], path: Any) -> dict[tuple, list[int]]:
+    """Group record indices by the values of ``keys`` (insertion ordered)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, rec in enumerate(records):
+        k = tuple(str(get_field(rec, key, path, i, types=())) for key in keys)
+        groups.setdefault(k, []).append(i)
+    return groups
