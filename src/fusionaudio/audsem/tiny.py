@@ -132,14 +132,19 @@ def build_tiny_checkpoint(out_dir, full_omni: bool = False, seed: int = 0, chunk
     cfg = tiny_thinker_config(tok)
     torch.manual_seed(seed)
     model = Qwen2_5OmniThinkerForConditionalGeneration(cfg).eval()
-    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    # Key layout of released checkpoints (transformers 4.5x): "model.layers.*", "audio_tower.*", "visual.*",
+    # "lm_head.*" for a thinker, all prefixed "thinker." inside a full Omni checkpoint.
+    state = {_legacy_omni_key(k): v.clone().contiguous() for k, v in model.state_dict().items()}
     if full_omni:
+        # The talker / token2wav configs stay at their defaults: only the thinker is ever built. (transformers
+        # itself logs "tts_text_start_token_id must be ... within the vocabulary" whenever it instantiates a
+        # default talker config, e.g. when it prints or diffs an Omni config; that notice is harmless.)
         omni = Qwen2_5OmniConfig(thinker_config=cfg.to_dict(), enable_audio_output=False)
         omni.save_pretrained(out)
-        state = {_legacy_omni_key(k): v for k, v in state.items()}
         state["talker.model.embed_tokens.weight"] = torch.zeros(4, 8)
         state["token2wav.code_embedding.weight"] = torch.zeros(4, 8)
     else:
+        state = {k[len("thinker."):]: v for k, v in state.items()}
         cfg.save_pretrained(out)
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
     GenerationConfig(

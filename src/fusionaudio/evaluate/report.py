@@ -55,6 +55,11 @@ def to_markdown(result: dict) -> str:
     lines = [f"# {result.get('task', 'evaluation')}: {Path(str(meta.get('input', ''))).name}", ""]
     lines += ["| metric | value |", "| --- | --- |"]
     lines += [f"| {k} | {_fmt(v)} |" for k, v in scalar_metrics(result).items()]
+    for name, table in result.get("metrics", {}).items():
+        if isinstance(table, dict) and table and all(isinstance(v, dict) for v in table.values()):
+            cols = list(dict.fromkeys(c for row in table.values() for c in row))
+            lines += ["", f"{name}:", "", "| key | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 1)]
+            lines += [f"| {k} | " + " | ".join(_fmt(row.get(c)) for c in cols) + " |" for k, row in table.items()]
     if result.get("unavailable"):
         lines += ["", "Unavailable:"] + [f"- {k}: {why}" for k, why in result["unavailable"].items()]
     lines += ["", "Metadata:"] + [f"- {k}: {v}" for k, v in meta.items() if not isinstance(v, (dict, list))]

@@ -143,7 +143,8 @@ class GamaConfig:
     def llama_config(self):
         from transformers import LlamaConfig
 
-        return LlamaConfig(**self.llm)
+        llm = {k: v for k, v in self.llm.items() if not (k == "rope_scaling" and v is None)}
+        return LlamaConfig(**llm)
 
     # -- (de)serialisation ---------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -166,13 +167,16 @@ class GamaConfig:
 
     @classmethod
     def from_name(cls, name: str, **overrides) -> "GamaConfig":
-        """A preset by name (``gama-llama2-7b``, ``tiny``); overrides replace top-level sections."""
+        """A preset by name (``gama-llama2-7b``, ``tiny``); a dict override updates that
+        section (``aggregator={"fusion": "cross_attention"}``), anything else replaces it."""
         path = PRESET_DIR / f"{name}.json"
         if not path.is_file():
             names = sorted(p.stem for p in PRESET_DIR.glob("*.json"))
             raise ValueError(f"unknown model preset {name!r}; available: {names}")
         d = json.loads(path.read_text())
-        d.update(overrides)
+        for key, value in overrides.items():
+            both_dicts = isinstance(value, dict) and isinstance(d.get(key), dict)
+            d[key] = {**d[key], **value} if both_dicts else value
         return cls.from_dict(d)
 
     @classmethod

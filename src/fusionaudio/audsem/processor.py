@@ -1,0 +1,146 @@
+"""The audio + text part of ``Qwen2_5OmniProcessor``, usable without torchvision.
+
+transformers 5.23's ``Qwen2_5OmniProcessor`` insists on a video processor, which needs torchvision
+(absent from this project's pinned CPU environment). This class performs exactly the steps the stock
+processor performs for text and audio, from the same checkpoint files (``tests/test_audsem.py`` checks
+the tensors against the stock processor):
+
+1. render the checkpoint's chat template (``chat_template.json`` / ``chat_template.jinja`` /
+   the tokenizer's template) over the messages;
+2. run the WhisperFeatureExtractor from ``preprocessor_config.json`` with ``padding="max_length"`` and an
+   attention mask (renamed ``feature_attention_mask``);
+3. expand each ``<|AUDIO|>`` placeholder, in order, into ``((L - 1) // 2 + 1 - 2) // 2 + 1`` audio tokens
+   where ``L`` is the clip's number of feature frames;
+4. tokenize with padding (left by default, for generation).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+__all__ = ["OmniAudioProcessor", "audio_token_count"]
+
+
+def audio_token_count(num_frames: torch.Tensor) -> torch.Tensor:
+    """Number of audio tokens the Qwen2.5-Omni audio encoder emits for ``num_frames`` feature frames."""
+    after_conv = (num_frames - 1) // 2 + 1
+    return (after_conv - 2) // 2 + 1
+
+
+class OmniAudioProcessor:
+    """Tokenizer + WhisperFeatureExtractor + chat template of a Qwen2.5-Omni checkpoint (no image/video)."""
+
+    def __init__(self, tokenizer, feature_extractor, chat_template: str):
+        for name in ("audio_token", "audio_bos_token", "audio_eos_token"):
+            if getattr(tokenizer, name, None) is None:
+                raise ValueError(f"tokenizer has no {name}; it is not a Qwen2.5-Omni tokenizer")
+        self.tokenizer = tokenizer
+        self.feature_extractor = feature_extractor
+        self.chat_template = chat_template
+        self.audio_token = tokenizer.audio_token
+
+    @classmethod
+    def from_pretrained(cls, path) -> "OmniAudioProcessor":
+        """Load from a local checkpoint directory (never the network)."""
+        from transformers import AutoTokenizer, WhisperFeatureExtractor
+
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path}: processor directory not found")
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        fe_file = path / "preprocessor_config.json"
+        proc_file = path / "processor_config.json"
+        proc_cfg = json.loads(proc_file.read_text()) if proc_file.is_file() else {}
+        if fe_file.is_file():
+            fe_cfg = json.loads(fe_file.read_text())
+        elif isinstance(proc_cfg.get("feature_extractor"), dict):
+            fe_cfg = proc_cfg["feature_extractor"]
+        else:
+            raise FileNotFoundError(f"{path}: no preprocessor_config.json (the audio feature extractor settings)")
+        fe_type = fe_cfg.get("feature_extractor_type", "WhisperFeatureExtractor")
+        if fe_type != "WhisperFeatureExtractor":
+            raise ValueError(f"{path}: feature extractor {fe_type!r} is not the WhisperFeatureExtractor Qwen2.5-Omni uses")
+        fe_cfg = {k: v for k, v in fe_cfg.items() if k not in ("feature_extractor_type", "processor_class")}
+        feature_extractor = WhisperFeatureExtractor(**fe_cfg)
+        return cls(tokenizer, feature_extractor, _find_chat_template(path, proc_cfg, tokenizer))
+
+    @property
+    def sampling_rate(self) -> int:
+        return int(self.feature_extractor.sampling_rate)
+
+    def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        """Render one conversation (list of ``{"role", "content"}``) to prompt text."""
+        return self.tokenizer.apply_chat_template(
+            messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def audio_features(self, audio: list) -> dict:
+        """Log-mel features ``[N, 128, frames]``, their frame mask and the audio-token count per clip."""
+        feats = self.feature_extractor(
+            audio, sampling_rate=self.sampling_rate, return_attention_mask=True, padding="max_length",
+            return_tensors="pt",
+        )
+        mask = feats["attention_mask"]
+        return {
+            "input_features": feats["input_features"],
+            "feature_attention_mask": mask,
+            "num_audio_tokens": audio_token_count(mask.sum(-1)),
+        }
+
+    def expand_audio_tokens(self, texts: list[str], num_audio_tokens) -> list[str]:
+        """Replace the ``<|AUDIO|>`` placeholders, in reading order, by one token per audio frame group."""
+        counts = [int(n) for n in num_audio_tokens]
+        found = sum(t.count(self.audio_token) for t in texts)
+        if found != len(counts):
+            raise ValueError(f"{found} {self.audio_token} placeholders in the text but {len(counts)} audio clips")
+        it = iter(counts)
+        out = []
+        for text in texts:
+            parts = text.split(self.audio_token)
+            rebuilt = parts[0]
+            for part in parts[1:]:
+                rebuilt += self.audio_token * next(it) + part
+            out.append(rebuilt)
+        return out
+
+    def __call__(self, texts: list[str], audio: list | None = None, padding_side: str = "left") -> dict:
+        """Tensors for the thinker: ``input_ids``, ``attention_mask`` and, with audio,
+        ``input_features`` / ``feature_attention_mask``."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
+        data: dict = {}
+        if audio:
+            feats = self.audio_features(list(audio))
+            texts = self.expand_audio_tokens(texts, feats.pop("num_audio_tokens"))
+            data.update(feats)
+        elif any(self.audio_token in t for t in texts):
+            raise ValueError(f"{self.audio_token} placeholder in the text but no audio given")
+        enc = self.tokenizer(texts, padding=True, padding_side=padding_side, return_tensors="pt")
+        data["input_ids"] = enc["input_ids"]
+        data["attention_mask"] = enc["attention_mask"]
+        return data
+
+    def batch_decode(self, token_ids) -> list[str]:
+        return self.tokenizer.batch_decode(token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+
+
+def _find_chat_template(path: Path, proc_cfg: dict, tokenizer) -> str:
+    if isinstance(proc_cfg.get("chat_template"), str):
+        return proc_cfg["chat_template"]
+    json_file = path / "chat_template.json"
+    if json_file.is_file():
+        template = json.loads(json_file.read_text()).get("chat_template")
+        if isinstance(template, str):
+            return template
+        raise ValueError(f"{json_file}: no 'chat_template' string inside")
+    jinja_file = path / "chat_template.jinja"
+    if jinja_file.is_file():
+        return jinja_file.read_text()
+    if isinstance(getattr(tokenizer, "chat_template", None), str):
+        return tokenizer.chat_template
+    raise FileNotFoundError(
+        f"{path}: no chat template (looked for processor_config.json, chat_template.json, chat_template.jinja "
+        "and the tokenizer's template)"
+    )

@@ -1,0 +1,304 @@
+"""Classification by text-embedding similarity (the reference's ``eval_Cls.py`` method).
+
+Each prediction is embedded as ``"sound of " + prediction.lower()`` and each label as
+``"sound of " + label.lower()`` (underscores become spaces unless ``keep_underscores``);
+labels are scored by cosine similarity. A prediction written as a label list
+(``"Labels: A; B"``) is split and the similarities of its items are summed, as the reference
+does for its ``cla`` task. Single-label sets report accuracy (argmax), macro-F1, mAP, mAUC, a
+per-class precision/recall/F1 table and a confusion-matrix PNG; multi-label sets (ground truth
+a list or a ``label_sep``-separated string, optionally prefixed ``"Labels:"`` as in the FSD50K
+eval file) report mAP, mAUC, top-1 hit rate and per-class AP.
+
+CLI::
+
+    python -m fusionaudio.evaluate.classification --input preds.json \
+        --vocabulary data/eval/vocabulary/ESC50.csv --output results/esc50.cls.json
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+
+from .embeddings import CachedEmbedder, cosine_matrix, make_backend
+from .records import (
+    DEFAULT_PRED_KEY,
+    DEFAULT_REF_KEY,
+    EvalInputError,
+    get_field,
+    load_records,
+    normalize_text,
+)
+from .report import make_result, write_report
+
+PREFIX = "sound of "
+_LABELS_PREFIX = re.compile(r"^\s*labels?\s*:\s*", re.IGNORECASE)
+
+
+# ----------------------------------------------------------------- vocabulary / labels
+def load_vocabulary(path: str) -> list[str]:
+    """Label names from a CSV ``index,name[,...]`` (header optional; ``name``/``display_name`` columns)."""
+    p = Path(path)
+    if not p.is_file():
+        raise EvalInputError(f"{p}: vocabulary file not found")
+    with p.open(newline="", encoding="utf-8") as f:
+        rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    if not rows:
+        raise EvalInputError(f"{p}: empty vocabulary")
+    name_col = 1
+    if not rows[0][0].strip().lstrip("-").isdigit():  # header row
+        header = [c.strip().lower() for c in rows[0]]
+        for cand in ("name", "display_name", "label"):
+            if cand in header:
+                name_col = header.index(cand)
+                break
+        rows = rows[1:]
+    names = []
+    for n, row in enumerate(rows):
+        if len(row) <= name_col or not row[name_col].strip():
+            raise EvalInputError(f"{p}: row {n + 1}: expected 'index,name', got {row}")
+        names.append(row[name_col].strip())
+    seen = {}
+    for n, name in enumerate(names):
+        key = normalize_text(name)
+        if key in seen:
+            raise EvalInputError(f"{p}: row {n + 1}: duplicate label {name!r} (also row {seen[key] + 1})")
+        seen[key] = n
+    return names
+
+
+def parse_labels(value, sep: str = ";") -> list[str]:
+    """Ground-truth labels from a list or a string (``"Labels: "`` prefix stripped, split on ``sep``)."""
+    if isinstance(value, list):
+        items = [str(v) for v in value]
+    else:
+        items = _LABELS_PREFIX.sub("", str(value)).split(sep) if sep else [str(value)]
+    return [s.strip() for s in items if s.strip()]
+
+
+def prediction_items(pred: str, pred_format: str = "auto", sep: str = ";") -> list[str]:
+    """Texts to embed for one prediction: the whole caption, or the items of a label list."""
+    if pred_format not in ("auto", "caption", "labels"):
+        raise ValueError(f"pred_format must be auto, caption or labels, not {pred_format!r}")
+    as_labels = pred_format == "labels" or (pred_format == "auto" and _LABELS_PREFIX.match(pred))
+    if as_labels:
+        items = parse_labels(pred, sep)
+        return items or [pred]
+    return [pred]
+
+
+# ----------------------------------------------------------------------------- metrics
+def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """Non-interpolated AP (sklearn's definition, tied scores grouped); NaN without positives."""
+    y_true = np.asarray(y_true, dtype=float)
+    y_score = np.asarray(y_score, dtype=float)
+    if y_true.sum() == 0:
+        return float("nan")
+    order = np.argsort(-y_score, kind="mergesort")
+    y, s = y_true[order], y_score[order]
+    last = np.r_[np.where(np.diff(s))[0], y.size - 1]
+    tps = np.cumsum(y)[last]
+    precision = tps / (last + 1)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
+    """ROC AUC via the rank-sum statistic (ties averaged); NaN unless both classes occur."""
+    from scipy.stats import rankdata
+
+    y_true = np.asarray(y_true, dtype=bool)
+    n_pos, n_neg = int(y_true.sum()), int((~y_true).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(y_score)
+    return float((ranks[y_true].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _nanmean(values) -> float | None:
+    vals = [v for v in values if not np.isnan(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+def classification_metrics(scores: np.ndarray, truth: np.ndarray, labels: list[str], multilabel: bool):
+    """Metrics from a score matrix (n, C) and a binary truth matrix (n, C).
+
+    Returns ``(metrics, per_class, confusion)``; ``confusion`` is ``None`` for multi-label sets.
+    mAP/mAUC average over the classes where they are defined (classes with positives).
+    """
+    n, C = scores.shape
+    ap = [average_precision(truth[:, c], scores[:, c]) for c in range(C)]
+    auc = [roc_auc(truth[:, c], scores[:, c]) for c in range(C)]
+    top = scores.argmax(axis=1)
+    metrics = {"mAP": _nanmean(ap), "mAUC": _nanmean(auc)}
+    per_class = []
+    if multilabel:
+        metrics["top1_hit"] = float(np.mean(truth[np.arange(n), top] > 0))
+        metrics["n_classes_with_positives"] = int(sum(not np.isnan(a) for a in ap))
+        for c in range(C):
+            per_class.append({"label": labels[c], "support": int(truth[:, c].sum()), "AP": _num(ap[c])})
+        return metrics, per_class, None
+    true_idx = truth.argmax(axis=1)
+    confusion = np.zeros((C, C), dtype=int)
+    np.add.at(confusion, (true_idx, top), 1)
+    metrics["accuracy"] = float(np.mean(top == true_idx))
+    f1s = []
+    for c in range(C):
+        tp, support, predicted = confusion[c, c], confusion[c].sum(), confusion[:, c].sum()
+        p = tp / predicted if predicted else 0.0
+        r = tp / support if support else 0.0
+        f1 = 2 * p * r / (p + r) if p + r else 0.0
+        if support or predicted:
+            f1s.append(f1)
+        per_class.append({"label": labels[c], "support": int(support), "predicted": int(predicted),
+                          "precision": float(p), "recall": float(r), "f1": float(f1), "AP": _num(ap[c])})
+    metrics["macro_f1"] = float(np.mean(f1s)) if f1s else 0.0
+    return {"accuracy": metrics.pop("accuracy"), **metrics}, per_class, confusion
+
+
+def _num(x: float):
+    return None if np.isnan(x) else float(x)
+
+
+def plot_confusion_matrix(confusion: np.ndarray, labels: list[str], path: str) -> str:
+    """Save a confusion matrix (rows: true, columns: predicted) as a PNG (Agg, no pyplot state)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    C = len(labels)
+    size = max(5.0, 0.22 * C + 2)
+    fig = Figure(figsize=(size, size))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    im = ax.imshow(confusion, cmap="Blues")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_xticks(range(C), labels, rotation=90, fontsize=6)
+    ax.set_yticks(range(C), labels, fontsize=6)
+    ax.set_xlabel("predicted label")
+    ax.set_ylabel("true label")
+    ax.set_title("confusion matrix")
+    if C <= 30:
+        thresh = confusion.max() / 2 if confusion.size else 0
+        for i in range(C):
+            for j in range(C):
+                ax.text(j, i, int(confusion[i, j]), ha="center", va="center", fontsize=6,
+                        color="white" if confusion[i, j] > thresh else "black")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    return str(path)
+
+
+# -------------------------------------------------------------------------- pipeline
+def label_text(label: str, keep_underscores: bool = False) -> str:
+    """The text embedded for a label."""
+    return PREFIX + (label if keep_underscores else label.replace("_", " ")).lower()
+
+
+def score_records(pred_items: list[list[str]], labels: list[str], embedder, keep_underscores=False) -> np.ndarray:
+    """Score matrix (n, C): summed cosine similarity of each record's items to each label."""
+    label_vecs = embedder.embed([label_text(lab, keep_underscores) for lab in labels])
+    flat = [PREFIX + item.lower() for items in pred_items for item in items]
+    sims = cosine_matrix(embedder.embed(flat), label_vecs)
+    scores, row = np.zeros((len(pred_items), len(labels))), 0
+    for i, items in enumerate(pred_items):
+        scores[i] = sims[row : row + len(items)].sum(axis=0)
+        row += len(items)
+    return scores
+
+
+def _default_output(input_path: str, suffix: str) -> str:
+    p = Path(input_path)
+    return str(p.with_name(p.stem + suffix))
+
+
+def evaluate_classification(
+    input: str,
+    output: str | None = None,
+    vocabulary: str | None = None,
+    pred_key: str = DEFAULT_PRED_KEY,
+    ref_key: str = DEFAULT_REF_KEY,
+    label_sep: str = ";",
+    pred_format: str = "auto",
+    multilabel: str | bool = "auto",
+    keep_underscores: bool = False,
+    backend: str = "st",
+    embed_model: str | None = None,
+    embed_base_url: str | None = None,
+    embed_api_key_env: str = "OPENAI_API_KEY",
+    cache_dir: str | None = None,
+    no_cache: bool = False,
+    device: str = "cpu",
+    confusion_png: str | None = None,
+    embedder=None,
+) -> dict:
+    """Evaluate a prediction file; writes ``output`` (JSON), ``.md`` and a confusion PNG.
+
+    ``vocabulary``: CSV ``index,name`` (e.g. ``data/eval/vocabulary/ESC50.csv``); without it the
+    label set is every label found in the ground truth. ``multilabel``: ``auto`` (any record with
+    several labels), ``True`` or ``False``. ``backend``: ``st`` (``embed_model`` = local
+    sentence-transformers dir, default all-MiniLM-L6-v2), ``bert`` (local dir) or ``openai``
+    (``embed_base_url`` + ``embed_model``, key from ``embed_api_key_env``). ``embedder``: an
+    object with ``embed(texts)`` for programmatic use (skips the backend options).
+    """
+    records = load_records(input)
+    truths, preds = [], []
+    for i, rec in enumerate(records):
+        gt = parse_labels(get_field(rec, ref_key, input, i, types=(str, list)), label_sep)
+        if not gt:
+            raise EvalInputError(f"{input}: record {i}: empty ground truth in field {ref_key!r}")
+        truths.append(gt)
+        preds.append(prediction_items(get_field(rec, pred_key, input, i), pred_format, label_sep))
+
+    labels = load_vocabulary(vocabulary) if vocabulary else sorted({g for gt in truths for g in gt}, key=str.lower)
+    index = {normalize_text(lab): c for c, lab in enumerate(labels)}
+    truth = np.zeros((len(records), len(labels)))
+    for i, gt in enumerate(truths):
+        for g in gt:
+            c = index.get(normalize_text(g))
+            if c is None:
+                raise EvalInputError(
+                    f"{input}: record {i}: label {g!r} is not in the vocabulary "
+                    f"({vocabulary or 'from data'}; {len(labels)} labels, e.g. {labels[:5]})"
+                )
+            truth[i, c] = 1
+    is_multi = any(len(gt) > 1 for gt in truths) if multilabel == "auto" else bool(multilabel)
+    if not is_multi and any(len(gt) > 1 for gt in truths):
+        raise EvalInputError(f"{input}: multilabel=False but some records have several labels")
+
+    if embedder is None:
+        embedder = CachedEmbedder(
+            make_backend(backend, embed_model, embed_base_url, embed_api_key_env, device), cache_dir, not no_cache
+        )
+    scores = score_records(preds, labels, embedder, keep_underscores)
+    metrics, per_class, confusion = classification_metrics(scores, truth, labels, is_multi)
+
+    output = output or _default_output(input, ".cls.json")
+    backend_id = getattr(getattr(embedder, "backend", embedder), "backend_id", type(embedder).__name__)
+    meta = {"input": str(input), "n_records": len(records), "n_classes": len(labels), "multilabel": is_multi,
+            "vocabulary": vocabulary or "labels found in the data", "backend": backend_id,
+            "pred_key": pred_key, "ref_key": ref_key, "pred_format": pred_format, "label_prefix": PREFIX}
+    details = {"per_class": per_class,
+               "records": [{"index": i, "audio_id": rec.get("audio_id"), "truth": truths[i],
+                            "top1": labels[int(scores[i].argmax())]} for i, rec in enumerate(records)]}
+    if confusion is not None:
+        details["labels"] = labels
+        details["confusion_matrix"] = confusion.tolist()
+        png = confusion_png or str(Path(output).with_suffix("")) + "_confusion.png"
+        meta["confusion_png"] = plot_confusion_matrix(confusion, labels, png)
+    result = make_result("classification", metrics, meta, details=details)
+    write_report(result, output)
+    return result
+
+
+def main():
+    import fire
+
+    fire.Fire(evaluate_classification, serialize=lambda r: r["metrics"] if isinstance(r, dict) and "metrics" in r else r)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Checkpoint loading against the reference's manifests, strict key accounting, convert."""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from fusionaudio.model import GamaConfig, GamaForCausalLM, load_model
+from fusionaudio.model.keymap import local_to_reference, reference_to_local
+from fusionaudio.model.loading import CheckpointError, load_finetuned, load_state_file, save_local
+from fusionaudio.tiny import reference_finetuned_state, reference_state_dict, write_reference_config
+
+from conftest import reference_dir
+
+TRAINED = ("lora", "audio", "qformer", "Qformer", "query_tokens")
+
+
+def _manifest(name: str) -> dict:
+    path = reference_dir() / name
+    if not path.is_file():
+        pytest.skip(f"reference manifest not found: {path}")
+    return json.loads(path.read_text())
+
+
+def _tagged(entries, offset: float) -> dict[str, torch.Tensor]:
+    """One tensor per manifest entry, each filled with a value unique to it."""
+    out = {}
+    for i, e in enumerate(entries):
+        dtype = torch.int64 if e["dtype"] == "int64" else torch.float32
+        out[e["name"]] = torch.full(e["shape"], (i + offset) if dtype == torch.int64 else (i + offset) * 1e-3, dtype=dtype)
+    return out
+
+
+def _meta_model(llm: dict, lora: bool) -> GamaForCausalLM:
+    cfg = GamaConfig.from_llama_config(llm)
+    with torch.device("meta"):
+        model = GamaForCausalLM(cfg)
+        if lora:
+            model.enable_lora()
+    return model
+
+
+@pytest.mark.parametrize("manifest,peft", [("manifest_base_7b.json", False), ("manifest_peft_7b.json", True),
+                                           ("manifest_base.json", False), ("manifest_peft.json", True)])
+def test_key_map_covers_manifest_exactly(manifest, peft):
+    """Every reference key maps to a parameter of the same shape or is known-unused, and
+    every parameter is covered (checked on the meta device, so the 7B set is cheap)."""
+    m = _manifest(manifest)
+    llm = m["config"] or _manifest("manifest_base_7b.json" if "7b" in manifest else "manifest_base.json")["config"]
+    model = _meta_model(llm, lora=peft)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    seen, unused = {}, 0
+    for e in m["entries"]:
+        local = reference_to_local(e["name"])
+        if local is None:
+            unused += 1
+            continue
+        if local not in expected and local.endswith(".weight"):
+            local = local[: -len("weight")] + "base_layer.weight"
+        assert local in expected, e["name"]
+        assert expected[local] == tuple(e["shape"]), e["name"]
+        assert local not in seen, f"{e['name']} and {seen.get(local)} map to the same parameter"
+        seen[local] = e["name"]
+    assert set(seen) == set(expected)
+    assert unused > 0
+    # and the inverse map returns the reference names
+    for local, ref in seen.items():
+        assert local_to_reference(local, peft=peft) == ref
+
+
+def test_manifest_base_and_finetuned_load_into_the_right_parameters(tmp_path, caplog):
+    """Random weights under exactly the manifest's names and shapes: every tensor lands in
+    its parameter, and the fine-tuned checkpoint's values win over the base directory's."""
+    base = _manifest("manifest_base.json")
+    peft = _manifest("manifest_peft.json")
+    base_dir = tmp_path / "base"
+    base_dir.mkdir()
+    base_state = _tagged(base["entries"], offset=1.0)
+    save_file(base_state, str(base_dir / "model.safetensors"))
+    (base_dir / "config.json").write_text(json.dumps(base["config"]))  # plain Llama fields only
+    from fusionaudio.tiny import train_tokenizer
+
+    train_tokenizer(base_dir)
+    ft_entries = [e for e in peft["entries"] if any(s in e["name"] for s in TRAINED)]
+    ft_state = _tagged(ft_entries, offset=10_000.0)
+    torch.save(ft_state, tmp_path / "finetuned.pth")
+    del base_state
+
+    with caplog.at_level(logging.INFO, logger="fusionaudio.load"):
+        model, tok = load_model(base_dir, tmp_path / "finetuned.pth")
+    assert "known-unused" in caplog.text
+    assert model.config.name == "gama-llama2-7b" and model.config.audio.specific_depth == 11
+    params = dict(model.named_parameters())
+    checked = 0
+    for name, value in ft_state.items():
+        local = reference_to_local(name)
+        if local is None:
+            continue
+        assert torch.equal(params[local], value), name
+        checked += 1
+    base_values = _tagged(base["entries"], offset=1.0)
+    for name, value in base_values.items():
+        local = reference_to_local(name)
+        if local is None or any(s in name for s in TRAINED):
+            continue
+        local = local if local in params else local.replace(".weight", ".base_layer.weight")
+        assert torch.equal(params[local], value), name
+        checked += 1
+    assert checked == len(params)
+
+
+def _tiny_reference_dir(tmp_path, weights="bin"):
+    from fusionaudio.tiny import make_reference_base_dir
+
+    return make_reference_base_dir(tmp_path / "tiny", "tiny", seed=3, weights=weights)
+
+
+def test_peft_adapter_naming_and_values_win(tiny_base_dir, tmp_path):
+    model, _ = load_model(tiny_base_dir)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_" in n or not n.startswith("llm."):
+                p.add_(torch.randn_like(p))
+    for naming in ("default", "peft"):
+        path = tmp_path / f"ckpt_{naming}.bin"
+        torch.save(reference_finetuned_state(model, lora_naming=naming), path)
+        loaded, _ = load_model(tiny_base_dir, path)
+        for (n, a), (_, b) in zip(model.named_parameters(), loaded.named_parameters()):
+            assert torch.equal(a, b), (naming, n)
+
+
+def test_finetuned_checkpoint_missing_lora_is_an_error(tiny_base_dir, tmp_path):
+    model, _ = load_model(tiny_base_dir)
+    state = {k: v for k, v in reference_finetuned_state(model).items() if "lora" not in k}
+    torch.save(state, tmp_path / "nolora.pth")
+    with pytest.raises(CheckpointError, match=r"nolora\.pth.*missing key.*lora_A"):
+        load_finetuned(model, tmp_path / "nolora.pth")
+
+
+def test_unexpected_and_missing_and_misshaped_keys_are_listed(tmp_path):
+    cfg = GamaConfig.from_name("tiny")
+    model = GamaForCausalLM(cfg)
+    state = reference_state_dict(model)
+    for case in ("missing", "unexpected", "shape"):
+        d = tmp_path / case
+        d.mkdir()
+        s = dict(state)
+        if case == "missing":
+            del s["model.audio_encoder.norm_a.weight"]
+            pattern = r"missing key.*audio_encoder\.norm_a\.weight"
+        elif case == "unexpected":
+            s["model.some_new_module.weight"] = torch.zeros(2)
+            pattern = r"unexpected key.*model\.some_new_module\.weight"
+        else:
+            s["model.query_tokens"] = torch.zeros(1, 31, 32)
+            pattern = r"shape mismatch.*query_tokens"
+        save_file(s, str(d / "model.safetensors"))
+        write_reference_config(cfg, d)
+        with pytest.raises(CheckpointError, match=pattern):
+            load_model(d)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_pickles_are_loaded_weights_only(tmp_path, capsys):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"x": _Evil()}, f)
+    with pytest.raises(CheckpointError, match="evil.pth"):
+        load_state_file(path)
+    assert "this must never run" not in capsys.readouterr().out
+
+
+def test_missing_directory_and_weights(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_model(tmp_path / "nope")
+    (tmp_path / "config.json").write_text(json.dumps(GamaConfig.from_name("tiny").llm))
+    with pytest.raises(CheckpointError, match="no model weights"):
+        load_model(tmp_path)
+
+
+def test_convert_round_trip(tiny_base_dir, tmp_path):
+    from fusionaudio.cli import main
+
+    ref, tok = load_model(tiny_base_dir)
+    assert main(["convert", "--base_model", str(tiny_base_dir), "--output", str(tmp_path / "conv")]) == 0
+    conv, tok2 = load_model(tmp_path / "conv")
+    ids = tok(["### Instruction:\nHi\n\n### Response:\n"], return_tensors="pt").input_ids
+    fb = torch.randn(1, 1024, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(conv(ids, fb).logits, ref(ids, fb).logits, atol=0, rtol=0)
+    assert tok2("hello").input_ids == tok("hello").input_ids
+    # our own layout also saves and reloads fine-tuned checkpoints under our names
+    save_local(conv, None, tmp_path / "again")
+    assert (tmp_path / "again" / "model.safetensors").is_file()
+
+
+def test_safetensors_shards_and_bf16(tmp_path):
+    d = _tiny_reference_dir(tmp_path, weights="safetensors")
+    model, _ = load_model(d, dtype="bfloat16")
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    out = model(torch.tensor([[1, 5, 9]]), torch.randn(1, 1024, 128))
+    assert torch.isfinite(out.logits).all()
