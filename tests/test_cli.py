@@ -1,0 +1,65 @@
+"""quick_inference.py end to end, in a subprocess, against a tiny reference-format model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import torch
+
+from conftest import REPO
+
+
+def _run(*args, timeout=300):
+    cmd = [sys.executable, str(REPO / "quick_inference.py"), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def test_cli_json_batch_with_finetuned_checkpoint(tiny_base_dir, tiny_model, audio_files, tmp_path):
+    from fusionaudio.inference import FusionAudioInference
+    from fusionaudio.tiny import reference_finetuned_state
+
+    model, _ = tiny_model
+    ckpt = tmp_path / "fusionaudio_checkpoint.pth"
+    torch.save(reference_finetuned_state(model), ckpt)
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for p in audio_files[1:]:
+        (folder / p.name).write_bytes(p.read_bytes())
+    proc = _run("--base_model", tiny_base_dir, "--model_path", ckpt, "--audio", audio_files[0], folder,
+                "--question", "Describe the audio.", "--device", "cpu", "--greedy", "--max_tokens", "8", "--json")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)
+    assert [r["audio"] for r in results] == [str(audio_files[0])] + sorted(str(folder / p.name) for p in audio_files[1:])
+    assert results[0]["audio_info"]["sample_rate"] == 16000 and results[2]["audio_info"]["channels"] == 2
+    engine = FusionAudioInference(tiny_base_dir, ckpt)
+    expected = engine.predict_batch([r["audio"] for r in results], "Describe the audio.", do_sample=False,
+                                    max_new_tokens=8)
+    assert [r["response"] for r in results] == expected
+
+
+def test_cli_text_only_and_cuda_fallback(tiny_base_dir):
+    proc = _run("--base_model", tiny_base_dir, "--question", "Hello?", "--max_tokens", "4", "--seed", "0")
+    assert proc.returncode == 0, proc.stderr
+    assert "Response:" in proc.stdout
+    if not torch.cuda.is_available():
+        assert "CUDA is not available" in proc.stderr
+
+
+def test_cli_bad_inputs_fail_with_one_line(tiny_base_dir, tmp_path):
+    corrupt = tmp_path / "corrupt.wav"
+    corrupt.write_bytes(b"\x00garbage" * 50)
+    cases = [
+        (["--base_model", tiny_base_dir, "--audio", tmp_path / "missing.wav"], "missing.wav"),
+        (["--base_model", tiny_base_dir, "--audio", corrupt], "corrupt.wav"),
+        (["--base_model", tmp_path / "no_model", "--question", "hi"], "no_model"),
+        (["--base_model", tiny_base_dir, "--model_path", tmp_path / "nope.pth"], "nope.pth"),
+        (["--base_model", tiny_base_dir, "--dtype", "float8"], "float8"),
+    ]
+    for args, needle in cases:
+        proc = _run(*args, "--device", "cpu", "--max_tokens", "2")
+        assert proc.returncode != 0, args
+        assert "Traceback" not in proc.stderr, proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and needle in lines[0], proc.stderr
