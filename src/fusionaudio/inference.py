@@ -21,6 +21,8 @@ log = logging.getLogger("fusionaudio.inference")
 
 #: The reference's sampling defaults.
 GENERATION_DEFAULTS = dict(temperature=0.1, top_p=0.95, top_k=300, max_new_tokens=1024, do_sample=True, num_beams=1)
+#: Further options passed through to transformers' GenerationConfig when given.
+EXTRA_GENERATION_OPTIONS = ("min_new_tokens", "repetition_penalty")
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "demo_model"
 TEXT_ONLY = (None, "", "empty")  # the reference's audio_id for text-only requests is "empty"
 
@@ -83,7 +85,7 @@ class FusionAudioInference:
         from transformers import GenerationConfig
 
         opts = {**GENERATION_DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
-        unknown = set(opts) - set(GENERATION_DEFAULTS)
+        unknown = set(opts) - set(GENERATION_DEFAULTS) - set(EXTRA_GENERATION_OPTIONS)
         if unknown:
             raise TypeError(f"unknown generation option(s): {sorted(unknown)}")
         if not opts["do_sample"]:
