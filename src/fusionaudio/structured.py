@@ -22,7 +22,8 @@ Parsing rules (all documented in :func:`parse_structured`):
   next recognised tag or to the end: a truncated generation), or to a closing tag without an opener
   (content runs from the previous recognised tag or the start); both are reported in ``issues`` and
   make the parse incomplete;
-* a parse is **complete** when all three sections exist as closed blocks with non-empty content.
+* a parse is **complete** when all three sections exist as closed blocks with non-empty content and none
+  of the chosen blocks contains another section's tags (nesting / interleaving is garbled output).
 """
 
 from __future__ import annotations
@@ -132,7 +133,7 @@ def parse_structured(text: str) -> dict:
 
     * ``think``, ``semantic_elements``, ``answer``: the stripped section text, or ``None`` when the section
       is absent (an empty block gives ``""``);
-    * ``complete``: ``True`` when all three sections are closed blocks with non-empty content;
+    * ``complete``: ``True`` when all three sections are closed, non-empty, non-nested blocks;
     * ``semantic``: ``parse_semantic_elements(semantic_elements)`` (``{}`` when absent);
     * ``extra``: the stripped text outside every recognised tag and block (``""`` when none);
     * ``issues``: human-readable notes on every anomaly found (unclosed, unopened, repeated, empty, nested).
@@ -144,6 +145,7 @@ def parse_structured(text: str) -> dict:
     tags = _tags(text)
     issues: list[str] = []
     complete_blocks: dict[str, list[tuple[int, int, int, int]]] = {s: [] for s in SECTIONS}
+    nested: set[tuple[str, int]] = set()  # (section, opening position) of blocks holding other section tags
     open_at: dict[str, _Tag | None] = {s: None for s in SECTIONS}
     unclosed: dict[str, tuple[int, int, int, int]] = {}
     unopened: dict[str, tuple[int, int, int, int]] = {}
@@ -159,6 +161,7 @@ def parse_structured(text: str) -> dict:
             inner = tags[tags.index(opener) + 1 : i]
             if any(t.name != tag.name for t in inner):
                 issues.append(f"<{tag.name}> block contains other section tags (nested or interleaved)")
+                nested.add((tag.name, opener.start))
             complete_blocks[tag.name].append((opener.start, opener.end, tag.start, tag.end))
             open_at[tag.name] = None
         else:
@@ -196,7 +199,7 @@ def parse_structured(text: str) -> dict:
         # Stray section tags left inside the content (garbled nesting) are removed from the value.
         content = _TAG_RE.sub("", content).strip()
         result[name] = content
-        if not blocks:
+        if not blocks or (name, span[0]) in nested:
             result["complete"] = False
         if not content:
             result["complete"] = False
@@ -232,7 +235,7 @@ def answer_text(text: str) -> str:
 
 
 def compliance_rate(texts) -> float:
-    """Share of ``texts`` whose parse is complete (all three sections closed and non-empty), in [0, 1].
+    """Share of ``texts`` whose parse is complete (see :func:`parse_structured`), in [0, 1].
 
     Raises ``ValueError`` on an empty list (the rate is undefined).
     """

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["detect_arch", "load_thinker", "load_audio", "AudSemThinkerInference"]
 
 _OMNI_TYPES = ("qwen2_5_omni", "qwen2_5_omni_thinker")
+TEXT_ONLY = (None, "", "empty")  # audio ids meaning "no audio" (the reference data uses "empty")
+EXTRA_GENERATION_OPTIONS = ("min_new_tokens", "repetition_penalty")
 _SKIPPED_PREFIXES = ("talker.", "token2wav.")
 
 
@@ -84,7 +86,8 @@ def load_thinker(base_model_path, dtype=torch.float32, device="cpu"):
     if model_type == "qwen2_5_omni":
         config = config.thinker_config
     model, info = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
-        path, config=config, dtype=_as_dtype(dtype), local_files_only=True, output_loading_info=True
+        path, config=config, dtype=_as_dtype(dtype), local_files_only=True, output_loading_info=True,
+        device_map={"": str(torch.device(device))},
     )
     unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(_SKIPPED_PREFIXES)]
     problems = []
@@ -115,6 +118,7 @@ def load_audio(path, sampling_rate: int, min_seconds: float = 1.0, max_seconds: 
     mono = wave.mean(dim=0, keepdim=True)
     mono = resample(mono, sr, sampling_rate, method=resampler)[0].numpy().astype(np.float32)
     if max_seconds is not None and mono.shape[0] > int(max_seconds * sampling_rate):
+        logger.warning("%s: %.1f s of audio cut to the first %.1f s", path, mono.shape[0] / sampling_rate, max_seconds)
         mono = mono[: int(max_seconds * sampling_rate)]
     if mono.shape[0] < int(min_seconds * sampling_rate):
         mono = np.pad(mono, (0, int(min_seconds * sampling_rate) - mono.shape[0]))
@@ -162,6 +166,7 @@ class AudSemThinkerInference:
         self.prompt_mode = prompt_mode
         self.system_prompt = system_prompt
         self.resampler = resampler
+        self.base_model_path, self.model_path = str(base_model_path), None if model_path is None else str(model_path)
         self.processor = OmniAudioProcessor.from_pretrained(processor_path or base_model_path)
         model = load_thinker(base_model_path, dtype=self.dtype, device=self.device)
         if model_path is not None:
@@ -181,23 +186,26 @@ class AudSemThinkerInference:
     def predict(self, audio_path, question: str | None = None, temperature: float = GENERATION_DEFAULTS["temperature"],
                 top_p: float = GENERATION_DEFAULTS["top_p"], top_k: int = GENERATION_DEFAULTS["top_k"],
                 max_new_tokens: int = GENERATION_DEFAULTS["max_new_tokens"],
-                do_sample: bool = GENERATION_DEFAULTS["do_sample"], seed: int | None = None) -> str:
-        """Answer one request; ``audio_path`` may be ``None`` for a text-only prompt. Returns the raw text."""
+                do_sample: bool = GENERATION_DEFAULTS["do_sample"], num_beams: int = 1, seed: int | None = None,
+                **extra) -> str:
+        """Answer one request (``audio_path`` ``None`` / ``""`` / ``"empty"``: text only); returns the raw text
+        with its three sections (use :func:`fusionaudio.structured.answer_text` for the answer alone)."""
         return self.predict_batch([audio_path], [question], temperature=temperature, top_p=top_p, top_k=top_k,
-                                  max_new_tokens=max_new_tokens, do_sample=do_sample, seed=seed)[0]
+                                  max_new_tokens=max_new_tokens, do_sample=do_sample, num_beams=num_beams,
+                                  seed=seed, **extra)[0]
 
     @torch.inference_mode()
-    def predict_batch(self, audio_paths: Sequence, questions, temperature: float = GENERATION_DEFAULTS["temperature"],
-                      top_p: float = GENERATION_DEFAULTS["top_p"], top_k: int = GENERATION_DEFAULTS["top_k"],
-                      max_new_tokens: int = GENERATION_DEFAULTS["max_new_tokens"],
-                      do_sample: bool = GENERATION_DEFAULTS["do_sample"], seed: int | None = None,
-                      batch_size: int | None = None) -> list[str]:
-        """Answer many requests, left-padded into batches of ``batch_size`` (default: all at once).
+    def predict_batch(self, audio_paths: Sequence, questions, batch_size: int = 8, seed: int | None = None,
+                      temperature: float = GENERATION_DEFAULTS["temperature"], top_p: float = GENERATION_DEFAULTS["top_p"],
+                      top_k: int = GENERATION_DEFAULTS["top_k"], max_new_tokens: int = GENERATION_DEFAULTS["max_new_tokens"],
+                      do_sample: bool = GENERATION_DEFAULTS["do_sample"], num_beams: int = 1, **extra) -> list[str]:
+        """Answer many requests, left-padded into batches of ``batch_size``.
 
         ``questions`` is one string for every clip or a list as long as ``audio_paths``; entries of
-        ``audio_paths`` may be ``None`` (text-only). Every file is decoded before any generation, and
-        the first bad one raises :class:`fusionaudio.audio.AudioError` naming it. With ``do_sample`` the
-        ``temperature`` / ``top_p`` / ``top_k`` apply and ``seed`` seeds torch's global generator.
+        ``audio_paths`` may be ``None`` / ``""`` / ``"empty"`` (text only). Every file is decoded before any
+        generation, and the first bad one raises :class:`fusionaudio.audio.AudioError` naming it. With
+        ``do_sample`` the ``temperature`` / ``top_p`` / ``top_k`` apply and ``seed`` seeds torch's global
+        generator. ``extra`` may hold ``min_new_tokens`` and ``repetition_penalty``.
         """
         audio_paths = list(audio_paths)
         if isinstance(questions, str) or questions is None:
@@ -205,35 +213,40 @@ class AudSemThinkerInference:
         questions = list(questions)
         if len(questions) != len(audio_paths):
             raise ValueError(f"got {len(audio_paths)} audio paths but {len(questions)} questions")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        gen_kwargs = self._generation_kwargs(temperature, top_p, top_k, max_new_tokens, do_sample, num_beams, extra)
         if not audio_paths:
             return []
         sr = self.processor.sampling_rate
-        waves = [None if p is None else load_audio(p, sr, resampler=self.resampler) for p in audio_paths]
+        waves = [None if p in TEXT_ONLY else load_audio(p, sr, resampler=self.resampler) for p in audio_paths]
         prompts = [self._prompt(q, w is not None) for q, w in zip(questions, waves)]
-        gen_kwargs = self._generation_kwargs(temperature, top_p, top_k, max_new_tokens, do_sample)
         if seed is not None:
             torch.manual_seed(seed)
-        step = batch_size or len(prompts)
         outputs: list[str] = []
-        for start in range(0, len(prompts), step):
-            batch_prompts = prompts[start:start + step]
-            batch_waves = [w for w in waves[start:start + step] if w is not None]
+        for start in range(0, len(prompts), batch_size):
+            batch_prompts = prompts[start:start + batch_size]
+            batch_waves = [w for w in waves[start:start + batch_size] if w is not None]
             inputs = self.processor(batch_prompts, audio=batch_waves or None, padding_side="left")
             inputs = {k: v.to(self.device) for k, v in inputs.items()}
             if "input_features" in inputs:
                 inputs["input_features"] = inputs["input_features"].to(self.dtype)
             generated = self.model.generate(**inputs, **gen_kwargs)
             new_tokens = generated[:, inputs["input_ids"].shape[1]:]
-            outputs.extend(self.processor.batch_decode(new_tokens))
+            outputs.extend(t.strip() for t in self.processor.batch_decode(new_tokens))
         return outputs
 
-    def _generation_kwargs(self, temperature, top_p, top_k, max_new_tokens, do_sample) -> dict:
+    def _generation_kwargs(self, temperature, top_p, top_k, max_new_tokens, do_sample, num_beams, extra) -> dict:
+        unknown = set(extra) - set(EXTRA_GENERATION_OPTIONS)
+        if unknown:
+            raise TypeError(f"unknown generation option(s): {sorted(unknown)}")
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         tok = self.processor.tokenizer
-        eos = [i for i in {tok.eos_token_id, tok.pad_token_id} if i is not None]
+        eos = [i for i in dict.fromkeys([tok.eos_token_id, tok.pad_token_id]) if i is not None]
         kwargs = dict(max_new_tokens=int(max_new_tokens), do_sample=bool(do_sample), eos_token_id=eos,
-                      pad_token_id=tok.pad_token_id, num_beams=1)
+                      pad_token_id=tok.pad_token_id, num_beams=int(num_beams))
+        kwargs.update({k: v for k, v in extra.items() if v is not None})
         if do_sample:
             if temperature <= 0:
                 raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")

@@ -17,9 +17,12 @@ the tensors against the stock processor):
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["OmniAudioProcessor", "audio_token_count"]
 
@@ -78,7 +81,15 @@ class OmniAudioProcessor:
         )
 
     def audio_features(self, audio: list) -> dict:
-        """Log-mel features ``[N, 128, frames]``, their frame mask and the audio-token count per clip."""
+        """Log-mel features ``[N, 128, frames]``, their frame mask and the audio-token count per clip.
+
+        Like the stock processor, features are padded to the extractor's window (``n_samples``) and longer
+        clips are truncated to it (logged as a warning).
+        """
+        window = int(self.feature_extractor.n_samples)
+        if any(len(a) > window for a in audio):
+            logger.warning("audio longer than the feature extractor's %.1f s window is truncated to it",
+                           window / self.sampling_rate)
         feats = self.feature_extractor(
             audio, sampling_rate=self.sampling_rate, return_attention_mask=True, padding="max_length",
             return_tensors="pt",

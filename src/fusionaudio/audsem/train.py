@@ -260,7 +260,7 @@ def train(base_model_path: str, data_path: str, output_dir: str, epochs: int = T
                     batch = _to_device(build_batch(processor, chunk, prompt_mode, system_prompt), device, torch_dtype)
                     loss = model(**batch, use_cache=False).loss
                     (loss / len(group)).backward()
-                    step_loss += float(loss) / len(group)
+                    step_loss += float(loss.detach()) / len(group)
                 if max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
                 optimizer.step()
