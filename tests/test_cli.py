@@ -63,3 +63,16 @@ def test_cli_bad_inputs_fail_with_one_line(tiny_base_dir, tmp_path):
         assert "Traceback" not in proc.stderr, proc.stderr
         lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
         assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_cli_audsemthinker_arch_is_detected_and_structured(audio_files, tmp_path):
+    from fusionaudio.audsem.tiny import build_tiny_checkpoint
+
+    omni = build_tiny_checkpoint(tmp_path / "omni", full_omni=True)
+    proc = _run("--base_model", omni, "--audio", audio_files[0], "--device", "cpu", "--greedy",
+                "--max_tokens", "6", "--json", "--structured")
+    assert proc.returncode == 0, proc.stderr
+    (result,) = json.loads(proc.stdout)
+    assert isinstance(result["response"], str) and set(result["structured"]) >= {"think", "answer", "complete"}
+    proc = _run("--base_model", omni, "--arch", "gama", "--device", "cpu", "--max_tokens", "2")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr

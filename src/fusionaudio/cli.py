@@ -83,21 +83,27 @@ def run_quick_inference(args) -> list[dict]:
         print(f"Model: {engine.model_label}", file=sys.stderr)
     gen = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_tokens,
                do_sample=not args.greedy, num_beams=args.num_beams)
+    question = args.question
+    if args.structured and engine.arch == "gama":
+        from .structured import structured_instruction
+
+        question = structured_instruction(question)  # AudSemThinker adds its own instruction
     if engine.arch == "gama":
         from .inference import Request
 
-        requests = [Request(args.question, fbank) for fbank, _ in loaded]
+        requests = [Request(question, fbank) for fbank, _ in loaded]
         answers = engine.generate(requests, batch_size=args.batch_size, seed=args.seed, **gen)
     else:
-        answers = engine.predict_batch(audio_paths, args.question, batch_size=args.batch_size, seed=args.seed, **gen)
+        answers = engine.predict_batch(audio_paths, question, batch_size=args.batch_size, seed=args.seed, **gen)
     results = []
     for path, (_, info), answer in zip(audio_paths, loaded, answers):
         item = {"audio": path, "question": args.question, "response": answer,
                 "audio_info": None if info is None else audio_info_dict(info)}
         if args.structured:
-            from .structured import parse_structured
+            from .structured import answer_text, parse_structured
 
             item["structured"] = parse_structured(answer)
+            item["answer"] = answer_text(answer)
         results.append(item)
     return results
 
@@ -114,8 +120,10 @@ def print_results(results: list[dict], as_json: bool) -> None:
             print("Audio:", r["audio"], f"({info['summary']})" if info else "")
         print("Response:", r["response"])
         if "structured" in r:
-            for key in ("think", "semantic_elements", "answer"):
-                print(f"  {key}: {r['structured'].get(key)}")
+            parsed = r["structured"]
+            for key in ("think", "semantic_elements"):
+                print(f"  {key}: {parsed.get(key)}")
+            print(f"  answer: {r['answer']}  (format {'complete' if parsed['complete'] else 'incomplete'})")
     print("=" * 50)
 
 
