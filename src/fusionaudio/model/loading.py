@@ -64,7 +64,12 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
 
             state = load_file(str(path))
         elif path.suffix in (".bin", ".pth", ".pt"):
-            state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            try:
+                state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:  # files in the legacy (non-zip) format cannot be mapped
+                if "mmap" not in str(exc):
+                    raise
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
         else:
             raise CheckpointError(f"{path}: unsupported checkpoint type {path.suffix!r} (.safetensors, .bin, .pth, .pt)")
     except CheckpointError:
