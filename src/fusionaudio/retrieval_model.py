@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusionaudio.evaluate.records import DEFAULT_REF_KEY, load_records
+from fusionaudio.evaluate.records import DEFAULT_REF_KEY, load_records, run_cli
 
 
 def _offline() -> None:
@@ -226,7 +226,7 @@ def evaluate(input: str, model_dir: str, output: str | None = None, audio_root: 
 def main():
     import fire
 
-    fire.Fire({"train": train, "evaluate": evaluate}, serialize=_brief)
+    run_cli(lambda: fire.Fire({"train": train, "evaluate": evaluate}, serialize=_brief))
 
 
 def _brief(result):

@@ -22,7 +22,17 @@ import re
 import shutil
 from pathlib import Path
 
-from .records import DEFAULT_PRED_KEY, DEFAULT_REF_KEY, EvalInputError, get_field, get_text_list, load_records
+from .records import (
+    DEFAULT_PRED_KEY,
+    DEFAULT_REF_KEY,
+    EvalInputError,
+    count_null,
+    get_field,
+    get_prediction,
+    get_text_list,
+    load_records,
+    run_cli,
+)
 from .report import make_result, write_report
 
 ALL_METRICS = ("bleu", "meteor", "rouge", "cider", "spice")
@@ -155,7 +165,7 @@ def collect_clips(records: list[dict], path, pred_key: str, ref_key: str, group_
     conflicts = set()
     for i, rec in enumerate(records):
         key = str(get_field(rec, group_key, path, i, types=()))
-        pred = get_field(rec, pred_key, path, i)
+        pred = get_prediction(rec, pred_key, path, i)
         ref = [r for r in get_text_list(rec, ref_key, path, i) if r.strip()]
         if not ref:
             raise EvalInputError(f"{path}: record {i}: empty reference caption in field {ref_key!r}")
@@ -185,7 +195,8 @@ def evaluate_captioning(
     preds, refs, n_conflicts = collect_clips(records, input, pred_key, ref_key, group_key)
     scores, unavailable, per_clip = caption_scores(preds, refs, metrics, tokenizer)
     meta = {"input": str(input), "n_records": len(records), "n_clips": len(preds),
-            "n_references": sum(len(r) for r in refs.values()), "n_clips_with_conflicting_predictions": n_conflicts,
+            "n_references": sum(len(r) for r in refs.values()),
+            "n_null_predictions": count_null(records, pred_key), "n_clips_with_conflicting_predictions": n_conflicts,
             "tokenizer": tokenizer, "pred_key": pred_key, "ref_key": ref_key, "group_key": group_key,
             "cider_variant": "CIDEr-D (pycocoevalcap)"}
     details = [{"clip": k, "prediction": preds[k], "n_refs": len(refs[k]), **per_clip[k]} for k in preds]
@@ -198,7 +209,7 @@ def evaluate_captioning(
 def main():
     import fire
 
-    fire.Fire(evaluate_captioning, serialize=lambda r: r["metrics"] if isinstance(r, dict) and "metrics" in r else r)
+    run_cli(lambda: fire.Fire(evaluate_captioning, serialize=lambda r: r["metrics"] if isinstance(r, dict) else r))
 
 
 if __name__ == "__main__":

@@ -28,9 +28,12 @@ from .records import (
     DEFAULT_PRED_KEY,
     DEFAULT_REF_KEY,
     EvalInputError,
+    count_null,
     get_field,
+    get_prediction,
     load_records,
     normalize_text,
+    run_cli,
 )
 from .report import make_result, write_report
 
@@ -251,7 +254,7 @@ def evaluate_classification(
         if not gt:
             raise EvalInputError(f"{input}: record {i}: empty ground truth in field {ref_key!r}")
         truths.append(gt)
-        preds.append(prediction_items(get_field(rec, pred_key, input, i), pred_format, label_sep))
+        preds.append(prediction_items(get_prediction(rec, pred_key, input, i), pred_format, label_sep))
 
     labels = load_vocabulary(vocabulary) if vocabulary else sorted({g for gt in truths for g in gt}, key=str.lower)
     index = {normalize_text(lab): c for c, lab in enumerate(labels)}
@@ -279,6 +282,7 @@ def evaluate_classification(
     output = output or _default_output(input, ".cls.json")
     backend_id = getattr(getattr(embedder, "backend", embedder), "backend_id", type(embedder).__name__)
     meta = {"input": str(input), "n_records": len(records), "n_classes": len(labels), "multilabel": is_multi,
+            "n_null_predictions": count_null(records, pred_key),
             "vocabulary": vocabulary or "labels found in the data", "backend": backend_id,
             "pred_key": pred_key, "ref_key": ref_key, "pred_format": pred_format, "label_prefix": PREFIX}
     details = {"per_class": per_class,
@@ -297,7 +301,11 @@ def evaluate_classification(
 def main():
     import fire
 
-    fire.Fire(evaluate_classification, serialize=lambda r: r["metrics"] if isinstance(r, dict) and "metrics" in r else r)
+    run_cli(lambda: fire.Fire(evaluate_classification, serialize=_metrics_only))
+
+
+def _metrics_only(result):
+    return result["metrics"] if isinstance(result, dict) and "metrics" in result else result
 
 
 if __name__ == "__main__":

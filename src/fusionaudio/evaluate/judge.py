@@ -3,7 +3,8 @@
 * retries with exponential backoff (and jitter; ``Retry-After`` honoured) on 429, 5xx,
   timeouts and connection errors; other 4xx fail at once;
 * a concurrency bound (thread pool) for batches of requests;
-* an on-disk sqlite cache keyed by model + request body, so a rerun costs nothing.
+* an on-disk sqlite cache keyed by endpoint + model + request body (messages, temperature,
+  max_tokens), so a rerun costs nothing.
 
 The API key is read from the environment variable named by ``api_key_env``; no key is
 ever taken on the command line. Without the variable, requests carry no ``Authorization``
@@ -17,6 +18,7 @@ import logging
 import os
 import random
 import socket
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -72,6 +74,11 @@ class OpenAICompatClient:
         handlers = [urllib.request.ProxyHandler({})] if host in _LOCAL_HOSTS else []
         self._opener = urllib.request.build_opener(*handlers)
         self.stats = {"requests": 0, "retries": 0, "cache_hits": 0}
+        self._stats_lock = threading.Lock()
+
+    def _count(self, name: str) -> None:
+        with self._stats_lock:
+            self.stats[name] += 1
 
     # ------------------------------------------------------------------ HTTP
     def _post(self, route: str, body: dict) -> dict:
@@ -83,8 +90,8 @@ class OpenAICompatClient:
         last_err = "no attempt made"
         for attempt in range(self.max_retries + 1):
             if attempt:
-                self.stats["retries"] += 1
-            self.stats["requests"] += 1
+                self._count("retries")
+            self._count("requests")
             retry_after = None
             try:
                 req = urllib.request.Request(url, data=data, headers=headers, method="POST")
@@ -117,7 +124,7 @@ class OpenAICompatClient:
         if self.cache is not None:
             hit = self.cache.get(key)
             if hit is not None:
-                self.stats["cache_hits"] += 1
+                self._count("cache_hits")
                 return hit.decode("utf-8")
         reply = self._post("chat/completions", body)
         try:

@@ -33,10 +33,13 @@ from .records import (
     DEFAULT_PRED_KEY,
     DEFAULT_REF_KEY,
     EvalInputError,
+    count_null,
     get_field,
+    get_prediction,
     get_text_list,
     load_records,
     normalize_text,
+    run_cli,
 )
 from .report import make_result, write_report
 
@@ -124,29 +127,47 @@ def mcq_messages(question: str, answer: str, options: list[str]) -> list[dict]:
     return [{"role": "user", "content": content}]
 
 
+def _mcq_options(rec: dict, i: int, input, ref_key: str, options_key: str):
+    question = get_field(rec, "instruction", input, i, default="")
+    options = rec.get(options_key)
+    if options is None:
+        options = parse_options(question)
+    if not isinstance(options, list) or len(options) < 2 or len(options) > len(LETTERS):
+        raise EvalInputError(f"{input}: record {i}: no usable options (field {options_key!r} or 'Options: [...]')")
+    options = [str(o) for o in options]
+    ref = get_field(rec, ref_key, input, i)
+    gt = ground_truth_letter(ref, options)
+    if gt is None:
+        raise EvalInputError(f"{input}: record {i}: ground truth {ref!r} is not one of the options {options} "
+                             f"(give the record an {options_key!r} list if the options contain commas)")
+    return question, options, gt
+
+
 def evaluate_mcq(input: str, output: str | None = None, pred_key: str = DEFAULT_PRED_KEY,
                  ref_key: str = DEFAULT_REF_KEY, options_key: str = "options",
-                 client: OpenAICompatClient | None = None) -> dict:
-    """Multiple-choice accuracy; without ``client`` unresolved answers count as wrong (and are counted)."""
+                 client: OpenAICompatClient | None = None, skip_bad_options: bool = False) -> dict:
+    """Multiple-choice accuracy; without ``client`` unresolved answers count as wrong (and are counted).
+
+    A record whose options cannot be parsed or do not contain its ground truth is an error, or,
+    with ``skip_bad_options``, is left out and counted (``n_skipped_bad_options``).
+    """
     records = load_records(input)
-    items = []
+    items, skipped = [], []
     for i, rec in enumerate(records):
-        question = get_field(rec, "instruction", input, i, default="")
-        options = rec.get(options_key)
-        if options is None:
-            options = parse_options(question)
-        if not isinstance(options, list) or len(options) < 2 or len(options) > len(LETTERS):
-            raise EvalInputError(f"{input}: record {i}: no usable options (field {options_key!r} or 'Options: [...]')")
-        options = [str(o) for o in options]
-        ref = get_field(rec, ref_key, input, i)
-        gt = ground_truth_letter(ref, options)
-        if gt is None:
-            raise EvalInputError(f"{input}: record {i}: ground truth {ref!r} is not one of the options {options}")
-        pred = get_field(rec, pred_key, input, i)
+        try:
+            question, options, gt = _mcq_options(rec, i, input, ref_key, options_key)
+        except EvalInputError as e:
+            if not skip_bad_options:
+                raise
+            skipped.append({"index": i, "error": str(e)})
+            continue
+        pred = get_prediction(rec, pred_key, input, i)
         items.append({"index": i, "question": question, "options": options, "gt": gt, "prediction": pred,
                       "choice": rule_match(pred, options), "how": "rule", "task": rec.get("task"),
                       "dataset": rec.get("dataset")})
-    todo = [it for it in items if it["choice"] is None]
+    if not items:
+        raise EvalInputError(f"{input}: no record with usable options")
+    todo = [it for it in items if it["choice"] is None and it["prediction"].strip()]
     if todo and client is not None:
         replies = client.chat_many([mcq_messages(it["question"], it["prediction"], it["options"]) for it in todo],
                                    max_tokens=8)
@@ -161,11 +182,12 @@ def evaluate_mcq(input: str, output: str | None = None, pred_key: str = DEFAULT_
                "n_rule_matched": sum(it["how"] == "rule" for it in items),
                "n_llm_aligned": sum(it["how"] == "llm" and it["choice"] is not None for it in items),
                "n_unresolved": sum(it["how"] == "unresolved" for it in items),
+               "n_skipped_bad_options": len(skipped),
                "by_task": _breakdown(items, "task"), "by_dataset": _breakdown(items, "dataset")}
     for it in items:
         del it["question"], it["options"]
     meta = _meta(input, records, pred_key, ref_key, client)
-    return _finish("qa_mcq", metrics, meta, items, input, output, ".mcq.json")
+    return _finish("qa_mcq", metrics, meta, items + skipped, input, output, ".mcq.json")
 
 
 # ------------------------------------------------------------------ judged answers
@@ -231,7 +253,8 @@ def _groups(records, input, pred_key, ref_key):
         key = (str(get_field(rec, "audio_id", input, i, types=())), get_field(rec, "instruction", input, i))
         refs = get_text_list(rec, ref_key, input, i)
         g = groups.setdefault(key, {"index": i, "audio_id": key[0], "question": key[1],
-                                    "prediction": get_field(rec, pred_key, input, i), "references": [], "record": rec})
+                                    "prediction": get_prediction(rec, pred_key, input, i), "references": [],
+                                    "record": rec})
         g["references"] += [r for r in refs if r not in g["references"]]
     return list(groups.values())
 
@@ -241,12 +264,15 @@ def evaluate_graded(input: str, client: OpenAICompatClient, output: str | None =
     """Judge ratings 0-5 per (audio_id, instruction) group against its references."""
     records = load_records(input)
     groups = _groups(records, input, pred_key, ref_key)
-    replies = client.chat_many([graded_messages(g["question"], g["references"], g["prediction"]) for g in groups],
+    asked = [g for g in groups if g["prediction"].strip()]  # an empty answer is rated 0 without a call
+    replies = client.chat_many([graded_messages(g["question"], g["references"], g["prediction"]) for g in asked],
                                max_tokens=256)
+    reply_of = {id(g): r for g, r in zip(asked, replies)}
     details = []
-    for g, reply in zip(groups, replies):
+    for g in groups:
+        reply = reply_of.get(id(g))
         details.append({k: g[k] for k in ("index", "audio_id", "question", "references", "prediction")}
-                       | {"judge_reply": reply, "rating": parse_rating(reply)})
+                       | {"judge_reply": reply, "rating": parse_rating(reply) if reply is not None else 0.0})
     ratings = [d["rating"] if d["rating"] is not None else 0.0 for d in details]
     mean = _mean(ratings)
     metrics = {"score_0_5": mean, "score_100": None if mean is None else mean * 20,
@@ -331,7 +357,8 @@ def _breakdown(items, field) -> dict:
 
 
 def _meta(input, records, pred_key, ref_key, client) -> dict:
-    meta = {"input": str(input), "n_records": len(records), "pred_key": pred_key, "ref_key": ref_key}
+    meta = {"input": str(input), "n_records": len(records), "n_null_predictions": count_null(records, pred_key),
+            "pred_key": pred_key, "ref_key": ref_key}
     if client is not None:
         meta.update(judge_model=client.model, judge_base_url=client.base_url)
     return meta
@@ -374,9 +401,11 @@ class QACommands:
             return None
         return client_from_args(**self._judge)
 
-    def mcq(self, input, output=None, pred_key=DEFAULT_PRED_KEY, ref_key=DEFAULT_REF_KEY, options_key="options"):
+    def mcq(self, input, output=None, pred_key=DEFAULT_PRED_KEY, ref_key=DEFAULT_REF_KEY, options_key="options",
+            skip_bad_options=False):
         """Multiple-choice accuracy (rules first, the judge for the rest when configured)."""
-        return _summary(evaluate_mcq(input, output, pred_key, ref_key, options_key, self._client(False)))
+        return _summary(evaluate_mcq(input, output, pred_key, ref_key, options_key, self._client(False),
+                                     skip_bad_options))
 
     def graded(self, input, output=None, pred_key=DEFAULT_PRED_KEY, ref_key=DEFAULT_REF_KEY):
         """Judge rating 0-5 against the references."""
@@ -398,7 +427,7 @@ def _summary(result: dict) -> dict:
 def main():
     import fire
 
-    fire.Fire(QACommands)
+    run_cli(lambda: fire.Fire(QACommands))
 
 
 if __name__ == "__main__":

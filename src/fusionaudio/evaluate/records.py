@@ -3,7 +3,8 @@
 Field conventions (shared by every evaluator):
 
 * ``prediction`` -- the model's answer, written by ``fusionaudio.infer`` next to the
-  untouched input record (override with ``pred_key``).
+  untouched input record (override with ``pred_key``); ``null`` (inference failed for that
+  record) is scored as an empty, wrong answer and counted as ``n_null_predictions``.
 * ``output`` -- the ground truth, as in the training/eval records
   ``{audio_id, instruction, input, output, dataset?, task?}`` (override with ``ref_key``).
 
@@ -76,6 +77,21 @@ def get_field(record: dict, key: str, path: Any, index: int, *, types=(str,), de
     return value
 
 
+def get_prediction(record: dict, key: str, path: Any, index: int) -> str:
+    """The model answer. ``null`` (inference failed, e.g. unreadable audio) reads as an empty answer,
+    which scores as wrong; a record without the key at all is an error."""
+    if key not in record:
+        raise EvalInputError(f"{path}: record {index}: missing field {key!r} (fields present: {sorted(record)})")
+    if record[key] is None:
+        return ""
+    return get_field(record, key, path, index)
+
+
+def count_null(records: list[dict], key: str) -> int:
+    """How many records have ``key`` set to ``null`` (failed inference)."""
+    return sum(1 for r in records if key in r and r[key] is None)
+
+
 def get_text_list(record: dict, key: str, path: Any, index: int) -> list[str]:
     """Read a field that is either a string or a non-empty list of strings, as a list."""
     value = get_field(record, key, path, index, types=(str, list))
@@ -100,3 +116,14 @@ def group_records(records: list[dict], keys: tuple[str, ...], path: Any) -> dict
         k = tuple(str(get_field(rec, key, path, i, types=())) for key in keys)
         groups.setdefault(k, []).append(i)
     return groups
+
+
+def run_cli(fire_call) -> None:
+    """Run a CLI entry point; bad inputs print one clear line (no traceback) and exit with status 2."""
+    import sys
+
+    try:
+        fire_call()
+    except EvalInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -14,7 +14,7 @@ import json
 import math
 from pathlib import Path
 
-from .records import EvalInputError
+from .records import EvalInputError, run_cli
 
 
 def make_result(task: str, metrics: dict, meta: dict, unavailable: dict | None = None, details=None) -> dict:
@@ -127,7 +127,7 @@ def gather(*paths: str, output: str | None = None) -> str:
 def main():
     import fire
 
-    fire.Fire({"gather": gather})
+    run_cli(lambda: fire.Fire({"gather": gather}))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ single relevant item: 1/rank if rank <= 10, else 0) -- averaged over queries. Ti
 similarity are broken pessimistically (relevant items rank after equally scored others), so a
 constant scorer cannot look good. Values are fractions in [0, 1].
 
-CLI (captions are the ground-truth field ``output`` of records grouped by ``audio_id``)::
+CLI (captions are the ground-truth field ``output`` of records grouped by ``audio_id``; relative
+audio ids resolve against ``--audio_root``, default the folder of the input file)::
 
     python -m fusionaudio.evaluate.retrieval --input test.json --model_dir CLAP_DIR \
         --audio_root DATA_ROOT --output results/clotho.ret.json
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .records import DEFAULT_REF_KEY, EvalInputError, get_field, get_text_list, load_records
+from .records import DEFAULT_REF_KEY, EvalInputError, get_field, get_text_list, load_records, run_cli
 from .report import make_result, write_report
 
 KS = (1, 5, 10)
@@ -83,12 +84,14 @@ def collect_pairs(records: list[dict], path, ref_key: str = DEFAULT_REF_KEY, gro
 
 
 def resolve_audio_paths(audio_ids: list[str], audio_root: str, path) -> list[str]:
-    """Join relative ids to ``audio_root`` and check every file exists."""
+    """Resolve relative ids against ``audio_root`` (default: the folder of the records file ``path``,
+    as ``fusionaudio.infer`` does) and check that every file exists."""
+    root = Path(audio_root) if audio_root else Path(str(path)).resolve().parent
     out = []
     for aid in audio_ids:
         p = Path(aid)
-        if audio_root and not p.is_absolute():
-            p = Path(audio_root) / p
+        if not p.is_absolute():
+            p = root / p
         if not p.is_file():
             raise EvalInputError(f"{path}: audio file for audio_id {aid!r} not found at {p}")
         out.append(str(p))
@@ -133,7 +136,7 @@ def evaluate_retrieval(
 def main():
     import fire
 
-    fire.Fire(evaluate_retrieval, serialize=lambda r: r["metrics"] if isinstance(r, dict) and "metrics" in r else r)
+    run_cli(lambda: fire.Fire(evaluate_retrieval, serialize=lambda r: r["metrics"] if isinstance(r, dict) else r))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Captioning metrics: BLEU-1..4, METEOR, ROUGE-L, CIDEr-D (+ SPICE/SPIDEr when the Stanford models exist).
+# Usage: INPUT=preds.json OUTPUT=results/audiocaps.cap.json bash scripts/eval/eval_caption.sh
+set -euo pipefail
+
+PYTHON=${PYTHON:-python}
+INPUT=${INPUT:-}                  # required: inference output (records with "prediction" and "output")
+OUTPUT=${OUTPUT:-}                # metrics JSON (+ .md); default: next to INPUT
+METRICS=${METRICS:-bleu,meteor,rouge,cider,spice}
+TOKENIZER=${TOKENIZER:-ptb}       # ptb (needs Java, the COCO toolkit's) | simple
+GROUP_KEY=${GROUP_KEY:-audio_id}  # records sharing this key are one clip with several references
+PRED_KEY=${PRED_KEY:-prediction}
+REF_KEY=${REF_KEY:-output}
+
+if [[ -z "$INPUT" ]]; then echo "eval_caption.sh: set INPUT=<predictions.json>" >&2; exit 2; fi
+
+args=(--input "$INPUT" --metrics "$METRICS" --tokenizer "$TOKENIZER" --group_key "$GROUP_KEY" --pred_key "$PRED_KEY" --ref_key "$REF_KEY")
+[[ -n "$OUTPUT" ]] && args+=(--output "$OUTPUT")
+
+exec "$PYTHON" -m fusionaudio.evaluate.captioning "${args[@]}" "$@"

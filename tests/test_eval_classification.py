@@ -1,0 +1,202 @@
+"""Classification evaluator: vocabularies, label parsing, hand-computed metrics, backends, cache."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fusionaudio.evaluate import classification as cls
+from fusionaudio.evaluate.embeddings import BertMeanBackend, CachedEmbedder, EmbeddingBackend, OpenAIEmbeddingBackend
+from fusionaudio.evaluate.records import EvalInputError
+
+REPO = Path(__file__).resolve().parents[1]
+LABELS = ["dog", "rain", "siren"]
+
+
+class KeywordBackend(EmbeddingBackend):
+    """One axis per label word (+ a small shared component); counts embedded texts."""
+
+    backend_id = "keyword-test"
+
+    def __init__(self, words=LABELS):
+        self.words, self.calls = list(words), 0
+
+    def embed(self, texts):
+        self.calls += len(texts)
+        out = np.full((len(texts), len(self.words) + 1), 0.0, np.float32)
+        out[:, -1] = 0.1
+        for i, t in enumerate(texts):
+            for j, w in enumerate(self.words):
+                out[i, j] = float(w in t.lower())
+        return out
+
+
+def write(path, records):
+    path.write_text(json.dumps(records))
+    return str(path)
+
+
+def test_vocabulary_forms(tmp_path):
+    (tmp_path / "a.csv").write_text("index,name\n0,dog\n1,water_drops\n")
+    (tmp_path / "b.csv").write_text("1,Walk_or_footsteps,/m/07pbtc8\n2,Coin_(dropping),/m/0242l\n")
+    assert cls.load_vocabulary(tmp_path / "a.csv") == ["dog", "water_drops"]
+    assert cls.load_vocabulary(tmp_path / "b.csv") == ["Walk_or_footsteps", "Coin_(dropping)"]
+    esc = cls.load_vocabulary(REPO / "data/eval/vocabulary/ESC50.csv")
+    assert len(esc) == 50 and esc[0] == "dog" and esc[-1] == "hand_saw"
+    (tmp_path / "dup.csv").write_text("0,dog\n1,Dog\n")
+    with pytest.raises(EvalInputError, match="duplicate label"):
+        cls.load_vocabulary(tmp_path / "dup.csv")
+
+
+def test_label_and_prediction_parsing():
+    assert cls.parse_labels("Labels: Electric guitar; Guitar; Music") == ["Electric guitar", "Guitar", "Music"]
+    assert cls.parse_labels(["a", "b"]) == ["a", "b"]
+    assert cls.parse_labels("dog, cat", sep=",") == ["dog", "cat"]
+    assert cls.prediction_items("Labels: Dog; Bark") == ["Dog", "Bark"]
+    assert cls.prediction_items("A dog barks; then silence.") == ["A dog barks; then silence."]
+    assert cls.prediction_items("dog; bark", pred_format="labels") == ["dog", "bark"]
+
+
+def test_average_precision_by_hand():
+    # class 0 ranked: + - +  -> AP = (1/1 + 2/3) / 2 = 5/6 ; class 1 ranked: + + -  -> AP = 1
+    scores = np.array([[0.9, 0.2], [0.8, 0.7], [0.1, 0.6]])
+    truth = np.array([[1, 0], [0, 1], [1, 1]])
+    assert cls.average_precision(truth[:, 0], scores[:, 0]) == pytest.approx(5 / 6)
+    metrics, per_class, confusion = cls.classification_metrics(scores, truth, ["a", "b"], multilabel=True)
+    assert metrics["mAP"] == pytest.approx(11 / 12)
+    assert metrics["top1_hit"] == pytest.approx(2 / 3)  # top-1 labels a, a, b; item 1 is only b
+    assert per_class[0]["AP"] == pytest.approx(5 / 6) and confusion is None
+    # tied scores are one threshold (sklearn's convention): + and - tied at the top -> AP = 1/2
+    assert cls.average_precision(np.array([1, 0, 0]), np.array([0.5, 0.5, 0.1])) == pytest.approx(0.5)
+    assert np.isnan(cls.average_precision(np.array([0, 0]), np.array([0.1, 0.2])))
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(0)
+    y, s = rng.integers(0, 2, 40), rng.integers(0, 5, 40) / 4
+    assert cls.average_precision(y, s) == pytest.approx(sk.average_precision_score(y, s))
+    assert cls.roc_auc(y, s) == pytest.approx(sk.roc_auc_score(y, s))
+
+
+def test_accuracy_on_four_items(tmp_path):
+    recs = [
+        {"audio_id": "1", "output": "dog", "prediction": "A dog barks."},
+        {"audio_id": "2", "output": "rain", "prediction": "Rain on a roof."},
+        {"audio_id": "3", "output": "siren", "prediction": "A police siren."},
+        {"audio_id": "4", "output": "siren", "prediction": "A dog howls."},  # wrong: predicted dog
+    ]
+    (tmp_path / "v.csv").write_text("index,name\n0,dog\n1,rain\n2,siren\n")
+    out = tmp_path / "res" / "cls.json"
+    res = cls.evaluate_classification(write(tmp_path / "p.json", recs), str(out), vocabulary=str(tmp_path / "v.csv"),
+                                      embedder=CachedEmbedder(KeywordBackend(), use_cache=False))
+    m = res["metrics"]
+    assert m["accuracy"] == pytest.approx(0.75)
+    per = {r["label"]: r for r in res["details"]["per_class"]}
+    assert per["dog"]["precision"] == pytest.approx(0.5) and per["dog"]["recall"] == 1.0
+    assert per["siren"]["recall"] == pytest.approx(0.5) and per["siren"]["f1"] == pytest.approx(2 / 3)
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1 + 2 / 3) / 3)
+    assert res["details"]["confusion_matrix"] == [[1, 0, 0], [0, 1, 0], [1, 0, 1]]
+    assert json.loads(out.read_text())["metrics"]["accuracy"] == pytest.approx(0.75)
+    assert "| accuracy | 0.7500 |" in out.with_suffix(".md").read_text()
+    assert Path(res["meta"]["confusion_png"]).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_multilabel_from_data_and_label_lists(tmp_path):
+    recs = [
+        {"audio_id": "1", "output": "Labels: dog; rain", "prediction": "Labels: dog; rain"},
+        {"audio_id": "2", "output": "Labels: siren", "prediction": "Labels: siren"},
+        {"audio_id": "3", "output": ["rain"], "prediction": "rain falling"},
+    ]
+    res = cls.evaluate_classification(write(tmp_path / "p.json", recs), str(tmp_path / "o.json"),
+                                      embedder=CachedEmbedder(KeywordBackend(), use_cache=False))
+    assert res["meta"]["multilabel"] is True and res["meta"]["n_classes"] == 3
+    assert res["metrics"]["mAP"] == pytest.approx(1.0) and res["metrics"]["top1_hit"] == 1.0
+    assert "confusion_png" not in res["meta"]
+
+
+def test_bad_inputs_name_file_and_record(tmp_path):
+    emb = CachedEmbedder(KeywordBackend(), use_cache=False)
+    with pytest.raises(EvalInputError, match="file not found"):
+        cls.evaluate_classification(str(tmp_path / "missing.json"), embedder=emb)
+    p = write(tmp_path / "p.json", [{"output": "dog", "prediction": "dog"}, {"output": "dog"}])
+    with pytest.raises(EvalInputError, match=r"p\.json: record 1: missing field 'prediction'"):
+        cls.evaluate_classification(p, embedder=emb)
+    (tmp_path / "v.csv").write_text("0,dog\n")
+    p = write(tmp_path / "q.json", [{"output": "dog", "prediction": "x"}, {"output": "cat", "prediction": "x"}])
+    with pytest.raises(EvalInputError, match=r"q\.json: record 1: label 'cat' is not in the vocabulary"):
+        cls.evaluate_classification(p, vocabulary=str(tmp_path / "v.csv"), embedder=emb)
+
+
+def test_embedding_cache_persists(tmp_path):
+    backend = KeywordBackend()
+    first = CachedEmbedder(backend, tmp_path).embed(["a dog", "rain", "a dog"])
+    assert backend.calls == 2  # deduplicated
+    second = CachedEmbedder(backend, tmp_path).embed(["rain", "a dog"])
+    assert backend.calls == 2  # served from disk
+    np.testing.assert_allclose(second, first[[1, 0]])
+
+
+def test_default_minilm_backend(tmp_path):
+    recs = [{"output": "dog", "prediction": "A dog is barking."},
+            {"output": "rain", "prediction": "Heavy rain falls on a tin roof."},
+            {"output": "church_bells", "prediction": "Church bells are ringing."},
+            {"output": "siren", "prediction": "An ambulance siren wails past."}]
+    res = cls.evaluate_classification(write(tmp_path / "p.json", recs), str(tmp_path / "o.json"),
+                                      vocabulary=str(REPO / "data/eval/vocabulary/ESC50.csv"), cache_dir=str(tmp_path))
+    assert res["metrics"]["accuracy"] == 1.0
+    assert res["meta"]["backend"].startswith("st:")
+
+
+def test_bert_mean_backend(tmp_path):
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "sound", "of", "a", "dog"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizer(str(tmp_path / "vocab.txt")).save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    BertModel(cfg).save_pretrained(tmp_path)
+    backend = BertMeanBackend(str(tmp_path))
+    vecs = backend.embed(["Sound of a dog!", "dog"])
+    assert vecs.shape == (2, 16)
+    # the padded batch equals the unpadded single-text mean over all tokens (incl. [CLS]/[SEP])
+    ids = torch.tensor([[2, 8, 3]])
+    with torch.no_grad():
+        ref = backend.model(input_ids=ids).last_hidden_state[0].mean(0).numpy()
+    np.testing.assert_allclose(vecs[1], ref, atol=1e-5)
+
+
+def test_openai_embedding_backend(tmp_path, monkeypatch):
+    calls = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            calls.append((self.path, self.headers.get("Authorization"), body))
+            data = [{"index": i, "embedding": [float(len(t)), 1.0]} for i, t in enumerate(body["input"])]
+            blob = json.dumps({"data": data}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(blob)))
+            self.end_headers()
+            self.wfile.write(blob)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("FA_TEST_EMBED_KEY", "sk-test")
+        backend = OpenAIEmbeddingBackend(f"http://127.0.0.1:{server.server_port}/v1", "emb-model",
+                                         api_key_env="FA_TEST_EMBED_KEY")
+        emb = CachedEmbedder(backend, tmp_path)
+        np.testing.assert_allclose(emb.embed(["ab", "abcd"]), [[2, 1], [4, 1]])
+        emb.embed(["abcd"])
+        assert len(calls) == 1
+        assert calls[0][0] == "/v1/embeddings" and calls[0][1] == "Bearer sk-test"
+        assert calls[0][2] == {"model": "emb-model", "input": ["ab", "abcd"]}
+    finally:
+        server.shutdown()

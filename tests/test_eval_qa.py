@@ -1,0 +1,207 @@
+"""QA evaluators and the judge client, against a deterministic OpenAI-compatible server on 127.0.0.1."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from fusionaudio.evaluate import qa
+from fusionaudio.evaluate.judge import JudgeError, OpenAICompatClient
+from fusionaudio.evaluate.records import EvalInputError
+
+OPTS = "Options: [Sneeze, Sniff, Cough, Sigh]"
+INSTR = "Choose the most suitable answer from options to respond the question in next line.\nWhat is the sound?\n" + OPTS
+
+
+class FakeJudge:
+    """Answers chat completions by prompt type; fails the first ``fail_first`` requests with ``fail_status``."""
+
+    def __init__(self, fail_first=1, fail_status=429):
+        self.calls, self.prompts, self.lock = 0, [], threading.Lock()
+        judge = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with judge.lock:
+                    judge.calls += 1
+                    failing = judge.calls <= fail_first
+                    if not failing:
+                        judge.prompts.append(body["messages"][-1]["content"])
+                if failing:
+                    return self._send(fail_status, {"error": "slow down"}, {"Retry-After": "0"})
+                prompt = body["messages"][-1]["content"]
+                if "single letter" in prompt:
+                    reply = "B"
+                elif "Rating: N" in prompt:
+                    reply = "The answer matches the references closely.\nRating: 4"
+                else:
+                    reply = "8 6"
+                self._send(200, {"choices": [{"message": {"role": "assistant", "content": reply}}]})
+
+            def _send(self, status, obj, headers=None):
+                blob = json.dumps(obj).encode()
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(blob)))
+                self.end_headers()
+                self.wfile.write(blob)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def client(self, cache_dir, **kw):
+        kw.setdefault("backoff_base", 0.01)
+        return OpenAICompatClient(self.url, "judge-model", api_key_env="FA_TEST_NO_SUCH_KEY", cache_dir=cache_dir, **kw)
+
+
+@pytest.fixture
+def judge():
+    j = FakeJudge()
+    yield j
+    j.server.shutdown()
+
+
+def write(path, records):
+    path.write_text(json.dumps(records))
+    return str(path)
+
+
+def test_rule_match():
+    opts = ["Sneeze", "Sniff", "Cough", "Sigh"]
+    for answer in ["B", "(B)", "B.", "B) Sniff", "b", "The answer is B.", "Answer: (b)", "sniff", "Sniff."]:
+        expected = None if answer == "b" else "B"
+        assert qa.rule_match(answer, opts) == expected, answer
+    for answer in ["A dog barks.", "", "I think it is a sniffing sound", "The answer is a sneeze", "E"]:
+        assert qa.rule_match(answer, opts) is None, answer
+    assert qa.rule_match("C", ["yes", "no"]) is None  # only two options: A/B
+
+
+def test_parse_options_and_ground_truth():
+    assert qa.parse_options(INSTR) == ["Sneeze", "Sniff", "Cough", "Sigh"]
+    grounding = "When?\nOptions: [[0.44, 2.38], [3.85, 10.02], [3.42, 4.11], [1.51, 7.99]]"
+    opts = qa.parse_options(grounding)
+    assert opts == ["[0.44, 2.38]", "[3.85, 10.02]", "[3.42, 4.11]", "[1.51, 7.99]"]
+    assert qa.ground_truth_letter("[3.42, 4.11]", opts) == "C"
+    assert qa.ground_truth_letter("(D)", opts) == "D"
+    assert qa.parse_options("no options here") == []
+
+
+def test_mcq_rules_then_judge_with_retry_and_cache(tmp_path, judge):
+    recs = [
+        {"audio_id": "1", "instruction": INSTR, "output": "Sniff", "prediction": "B", "task": "vocal", "dataset": "VS"},
+        {"audio_id": "2", "instruction": INSTR, "output": "Cough", "prediction": "(C) Cough", "task": "vocal"},
+        {"audio_id": "3", "instruction": INSTR, "output": "Sigh", "prediction": "Sneeze", "task": "vocal"},
+        {"audio_id": "4", "instruction": INSTR, "output": "Sniff", "prediction": "Someone inhales through the nose",
+         "task": "other"},
+        {"audio_id": "5", "instruction": INSTR, "output": "Sniff", "prediction": None, "task": "other"},  # failed
+    ]
+    src = write(tmp_path / "p.json", recs)
+    client = judge.client(tmp_path / "cache")
+    res = qa.evaluate_mcq(src, str(tmp_path / "o.json"), client=client)
+    assert client.stats == {"requests": 2, "retries": 1, "cache_hits": 0}
+    m = res["metrics"]
+    assert m["accuracy"] == pytest.approx(3 / 5) and res["meta"]["n_null_predictions"] == 1
+    assert (m["n_rule_matched"], m["n_llm_aligned"], m["n_unresolved"]) == (3, 1, 1)
+    assert m["by_task"] == {"vocal": {"accuracy": pytest.approx(2 / 3), "n": 3}, "other": {"accuracy": 0.5, "n": 2}}
+    assert judge.calls == 2  # one 429, then the retry; rule-matched and empty answers never reach the judge
+    assert "Someone inhales" in judge.prompts[0] and "B. Sniff" in judge.prompts[0]
+    again = qa.evaluate_mcq(src, str(tmp_path / "o2.json"), client=judge.client(tmp_path / "cache"))
+    assert judge.calls == 2 and again["metrics"]["accuracy"] == pytest.approx(3 / 5)  # rerun: all cached
+    no_judge = qa.evaluate_mcq(src, str(tmp_path / "o3.json"))
+    assert no_judge["metrics"]["n_unresolved"] == 2 and no_judge["metrics"]["accuracy"] == pytest.approx(2 / 5)
+
+
+def test_graded_and_chat(tmp_path, judge):
+    recs = [
+        {"audio_id": "a", "instruction": "What is flowing?", "output": "water", "prediction": "Water.",
+         "meta_info": "A stream flows."},
+        {"audio_id": "a", "instruction": "What is flowing?", "output": "a stream", "prediction": "Water."},
+        {"audio_id": "a", "instruction": "What is flowing?", "output": "water", "prediction": "Water."},
+        {"audio_id": "b", "instruction": "Is it raining?", "output": "yes", "prediction": "Yes, heavily."},
+        {"audio_id": "c", "instruction": "Is it loud?", "output": "no", "prediction": None},  # inference failed
+    ]
+    src = write(tmp_path / "p.json", recs)
+    client = judge.client(tmp_path / "cache", max_workers=4)
+    graded = qa.evaluate_graded(src, client, str(tmp_path / "g.json"))
+    assert graded["metrics"]["n_questions"] == 3 and graded["metrics"]["score_0_5"] == pytest.approx(8 / 3)
+    assert graded["metrics"]["score_100"] == pytest.approx(160 / 3) and graded["metrics"]["n_unparsed"] == 0
+    flowing = next(p for p in judge.prompts if "What is flowing?" in p)
+    assert "- water\n- a stream" in flowing  # the group's distinct references, once each
+    chat = qa.evaluate_chat(src, client, str(tmp_path / "c.json"))
+    assert chat["metrics"]["model_score"] == pytest.approx(6.0) and chat["metrics"]["reference_score"] == 8.0
+    assert chat["metrics"]["score_100"] == pytest.approx(60.0)
+    assert any("A stream flows." in p for p in judge.prompts)
+    assert judge.calls == 1 + 2 + 3  # 429, graded (the empty answer is not sent), chat
+
+
+def test_judge_reply_parsing():
+    assert qa.parse_rating("Close.\nRating: 3") == 3.0
+    assert qa.parse_rating("rating: (5)") == 5.0
+    assert qa.parse_rating("Rating: 9") is None and qa.parse_rating("no number") is None
+    assert qa.parse_pair("Scores:\n7 5") == (7.0, 5.0)
+    assert qa.parse_pair("11 3") is None
+
+
+def test_yesno(tmp_path):
+    recs = [
+        {"audio_id": "a", "instruction": "Is a dog barking?", "output": "yes", "prediction": "Yes, a dog barks."},
+        {"audio_id": "a", "instruction": "Is a dog barking?", "output": "no", "prediction": "Yes, a dog barks."},
+        {"audio_id": "a", "instruction": "Is a dog barking?", "output": "yes", "prediction": "Yes, a dog barks."},
+        {"audio_id": "b", "instruction": "Is it dry?", "output": "no", "prediction": "It is dry, yes."},
+        {"audio_id": "c", "instruction": "Is it loud?", "output": "yes", "prediction": "Hard to say."},
+        {"audio_id": "c", "instruction": "Is it loud?", "output": "no", "prediction": "Hard to say."},
+        {"audio_id": "d", "instruction": "Is it windy?", "output": "Yes.", "prediction": "no wind"},
+        {"audio_id": "d", "instruction": "Is it windy?", "output": "no", "prediction": "no wind"},
+        {"audio_id": "e", "instruction": "What flows?", "output": "water", "prediction": "water"},
+    ]
+    res = qa.evaluate_yesno(write(tmp_path / "p.json", recs), str(tmp_path / "o.json"))
+    m = res["metrics"]  # a: majority yes -> right; b: wrong; c: unparsable; d: tie accepts either -> right
+    assert m["n_questions"] == 4 and m["accuracy"] == pytest.approx(0.5)
+    assert m["n_unparsable_predictions"] == 1 and m["n_groups_skipped_not_yes_no"] == 1
+
+
+def test_judge_gives_up_and_does_not_retry_4xx(tmp_path):
+    failing = FakeJudge(fail_first=100, fail_status=503)
+    try:
+        with pytest.raises(JudgeError, match="giving up after 3 attempts"):
+            failing.client(tmp_path, max_retries=2).chat([{"role": "user", "content": "hi"}])
+        assert failing.calls == 3
+    finally:
+        failing.server.shutdown()
+    denied = FakeJudge(fail_first=100, fail_status=401)
+    try:
+        with pytest.raises(JudgeError, match="HTTP 401"):
+            denied.client(tmp_path, max_retries=5).chat_many([[{"role": "user", "content": "hi"}]])
+        assert denied.calls == 1
+    finally:
+        denied.server.shutdown()
+
+
+def test_bad_inputs(tmp_path):
+    src = write(tmp_path / "p.json", [{"instruction": INSTR, "output": "Sniff", "prediction": "B"},
+                                      {"instruction": INSTR, "output": "Purr", "prediction": "B"}])
+    with pytest.raises(EvalInputError, match=r"p\.json: record 1: ground truth 'Purr' is not one of the options"):
+        qa.evaluate_mcq(src)
+    res = qa.evaluate_mcq(src, str(tmp_path / "o.json"), skip_bad_options=True)
+    assert res["metrics"]["n_skipped_bad_options"] == 1 and res["metrics"]["accuracy"] == 1.0
+    src = write(tmp_path / "q.json", [{"instruction": "What?", "output": "A", "prediction": "B"}])
+    with pytest.raises(EvalInputError, match=r"q\.json: record 0: no usable options"):
+        qa.evaluate_mcq(src)
+
+
+def test_cli_commands(tmp_path, judge):
+    src = write(tmp_path / "p.json", [{"audio_id": "1", "instruction": INSTR, "output": "Sniff",
+                                       "prediction": "a sniff, I think"}])
+    cmds = qa.QACommands(judge_base_url=judge.url, judge_model="m", judge_cache_dir=str(tmp_path / "c"),
+                         judge_api_key_env="FA_TEST_NO_SUCH_KEY")
+    assert cmds.mcq(src, str(tmp_path / "o.json"))["accuracy"] == 1.0
+    with pytest.raises(SystemExit, match="judge_base_url"):
+        qa.QACommands().graded(src)
