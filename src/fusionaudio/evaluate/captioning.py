@@ -30,7 +30,7 @@ from .records import (
     get_field,
     get_prediction,
     get_text_list,
-    load_records,
+    load_predictions,
     run_cli,
 )
 from .report import make_result, write_report
@@ -186,12 +186,14 @@ def evaluate_captioning(
     group_key: str = "audio_id",
     metrics: str = ",".join(ALL_METRICS),
     tokenizer: str = "ptb",
+    structured: bool = False,
 ) -> dict:
     """Score a prediction file; writes ``output`` (JSON, default ``<input>.cap.json``) and ``.md``.
 
-    ``metrics``: comma-separated subset of bleu,meteor,rouge,cider,spice.
+    ``metrics``: comma-separated subset of bleu,meteor,rouge,cider,spice. ``structured``: score
+    the ``<answer>`` section of structured outputs and report their format compliance.
     """
-    records = load_records(input)
+    records, structured_metrics = load_predictions(input, pred_key, structured)
     preds, refs, n_conflicts = collect_clips(records, input, pred_key, ref_key, group_key)
     scores, unavailable, per_clip = caption_scores(preds, refs, metrics, tokenizer)
     meta = {"input": str(input), "n_records": len(records), "n_clips": len(preds),
@@ -200,6 +202,7 @@ def evaluate_captioning(
             "tokenizer": tokenizer, "pred_key": pred_key, "ref_key": ref_key, "group_key": group_key,
             "cider_variant": "CIDEr-D (pycocoevalcap)"}
     details = [{"clip": k, "prediction": preds[k], "n_refs": len(refs[k]), **per_clip[k]} for k in preds]
+    scores.update(structured_metrics)
     result = make_result("captioning", scores, meta, unavailable, details)
     p = Path(input)
     write_report(result, output or str(p.with_name(p.stem + ".cap.json")))

@@ -31,7 +31,7 @@ from .records import (
     count_null,
     get_field,
     get_prediction,
-    load_records,
+    load_predictions,
     normalize_text,
     run_cli,
 )
@@ -237,7 +237,7 @@ def evaluate_classification(
     device: str = "cpu",
     confusion_png: str | None = None,
     embedder=None,
-) -> dict:
+ structured: bool = False) -> dict:
     """Evaluate a prediction file; writes ``output`` (JSON), ``.md`` and a confusion PNG.
 
     ``vocabulary``: CSV ``index,name`` (e.g. ``data/eval/vocabulary/ESC50.csv``); without it the
@@ -247,7 +247,7 @@ def evaluate_classification(
     (``embed_base_url`` + ``embed_model``, key from ``embed_api_key_env``). ``embedder``: an
     object with ``embed(texts)`` for programmatic use (skips the backend options).
     """
-    records = load_records(input)
+    records, structured_metrics = load_predictions(input, pred_key, structured)
     truths, preds = [], []
     for i, rec in enumerate(records):
         gt = parse_labels(get_field(rec, ref_key, input, i, types=(str, list)), label_sep)
@@ -293,6 +293,7 @@ def evaluate_classification(
         details["confusion_matrix"] = confusion.tolist()
         png = confusion_png or str(Path(output).with_suffix("")) + "_confusion.png"
         meta["confusion_png"] = plot_confusion_matrix(confusion, labels, png)
+    metrics.update(structured_metrics)
     result = make_result("classification", metrics, meta, details=details)
     write_report(result, output)
     return result

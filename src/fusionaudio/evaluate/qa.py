@@ -37,7 +37,7 @@ from .records import (
     get_field,
     get_prediction,
     get_text_list,
-    load_records,
+    load_predictions,
     normalize_text,
     run_cli,
 )
@@ -145,13 +145,14 @@ def _mcq_options(rec: dict, i: int, input, ref_key: str, options_key: str):
 
 def evaluate_mcq(input: str, output: str | None = None, pred_key: str = DEFAULT_PRED_KEY,
                  ref_key: str = DEFAULT_REF_KEY, options_key: str = "options",
-                 client: OpenAICompatClient | None = None, skip_bad_options: bool = False) -> dict:
+                 client: OpenAICompatClient | None = None, skip_bad_options: bool = False,
+                 structured: bool = False) -> dict:
     """Multiple-choice accuracy; without ``client`` unresolved answers count as wrong (and are counted).
 
     A record whose options cannot be parsed or do not contain its ground truth is an error, or,
     with ``skip_bad_options``, is left out and counted (``n_skipped_bad_options``).
     """
-    records = load_records(input)
+    records, structured_metrics = load_predictions(input, pred_key, structured)
     items, skipped = [], []
     for i, rec in enumerate(records):
         try:
@@ -187,6 +188,7 @@ def evaluate_mcq(input: str, output: str | None = None, pred_key: str = DEFAULT_
     for it in items:
         del it["question"], it["options"]
     meta = _meta(input, records, pred_key, ref_key, client)
+    metrics.update(structured_metrics)
     return _finish("qa_mcq", metrics, meta, items + skipped, input, output, ".mcq.json")
 
 
@@ -260,9 +262,10 @@ def _groups(records, input, pred_key, ref_key):
 
 
 def evaluate_graded(input: str, client: OpenAICompatClient, output: str | None = None,
-                    pred_key: str = DEFAULT_PRED_KEY, ref_key: str = DEFAULT_REF_KEY) -> dict:
+                    pred_key: str = DEFAULT_PRED_KEY, ref_key: str = DEFAULT_REF_KEY,
+                    structured: bool = False) -> dict:
     """Judge ratings 0-5 per (audio_id, instruction) group against its references."""
-    records = load_records(input)
+    records, structured_metrics = load_predictions(input, pred_key, structured)
     groups = _groups(records, input, pred_key, ref_key)
     asked = [g for g in groups if g["prediction"].strip()]  # an empty answer is rated 0 without a call
     replies = client.chat_many([graded_messages(g["question"], g["references"], g["prediction"]) for g in asked],
@@ -277,15 +280,16 @@ def evaluate_graded(input: str, client: OpenAICompatClient, output: str | None =
     mean = _mean(ratings)
     metrics = {"score_0_5": mean, "score_100": None if mean is None else mean * 20,
                "n_questions": len(details), "n_unparsed": sum(d["rating"] is None for d in details)}
+    metrics.update(structured_metrics)
     return _finish("qa_graded", metrics, _meta(input, records, pred_key, ref_key, client), details,
                    input, output, ".graded.json")
 
 
 def evaluate_chat(input: str, client: OpenAICompatClient, output: str | None = None,
                   pred_key: str = DEFAULT_PRED_KEY, ref_key: str = DEFAULT_REF_KEY,
-                  description_key: str = "meta_info") -> dict:
+                  description_key: str = "meta_info", structured: bool = False) -> dict:
     """Pairwise 1-10 judge scores for the reference and the prediction (AIR-Bench chat style)."""
-    records = load_records(input)
+    records, structured_metrics = load_predictions(input, pred_key, structured)
     groups = _groups(records, input, pred_key, ref_key)
     convs = [chat_messages(g["question"], g["references"][0], g["prediction"],
                            str(g["record"].get(description_key) or "N/A")) for g in groups]
@@ -301,6 +305,7 @@ def evaluate_chat(input: str, client: OpenAICompatClient, output: str | None = N
     metrics = {"model_score": model, "reference_score": _mean([d["reference_score"] for d in ok]),
                "score_100": None if model is None else model * 10,
                "n_questions": len(details), "n_unparsed": len(details) - len(ok)}
+    metrics.update(structured_metrics)
     return _finish("qa_chat", metrics, _meta(input, records, pred_key, ref_key, client), details,
                    input, output, ".chat.json")
 
@@ -313,9 +318,9 @@ def yes_no(text: str) -> str | None:
 
 
 def evaluate_yesno(input: str, output: str | None = None, pred_key: str = DEFAULT_PRED_KEY,
-                   ref_key: str = DEFAULT_REF_KEY) -> dict:
+                   ref_key: str = DEFAULT_REF_KEY, structured: bool = False) -> dict:
     """Yes/no accuracy over (audio_id, instruction) groups whose references are all yes/no."""
-    records = load_records(input)
+    records, structured_metrics = load_predictions(input, pred_key, structured)
     answers: dict[tuple, list[str]] = defaultdict(list)
     for i, rec in enumerate(records):
         key = (str(get_field(rec, "audio_id", input, i, types=())), get_field(rec, "instruction", input, i))
@@ -338,6 +343,7 @@ def evaluate_yesno(input: str, output: str | None = None, pred_key: str = DEFAUL
     metrics = {"accuracy": _mean([d["correct"] for d in details]), "n_questions": len(details),
                "n_unparsable_predictions": sum(d["parsed"] is None for d in details),
                "n_groups_skipped_not_yes_no": skipped}
+    metrics.update(structured_metrics)
     return _finish("qa_yesno", metrics, _meta(input, records, pred_key, ref_key, None), details,
                    input, output, ".yesno.json")
 
@@ -402,22 +408,24 @@ class QACommands:
         return client_from_args(**self._judge)
 
     def mcq(self, input, output=None, pred_key=DEFAULT_PRED_KEY, ref_key=DEFAULT_REF_KEY, options_key="options",
-            skip_bad_options=False):
+            skip_bad_options=False, structured=False):
         """Multiple-choice accuracy (rules first, the judge for the rest when configured)."""
         return _summary(evaluate_mcq(input, output, pred_key, ref_key, options_key, self._client(False),
-                                     skip_bad_options))
+                                     skip_bad_options, structured))
 
-    def graded(self, input, output=None, pred_key=DEFAULT_PRED_KEY, ref_key=DEFAULT_REF_KEY):
+    def graded(self, input, output=None, pred_key=DEFAULT_PRED_KEY, ref_key=DEFAULT_REF_KEY, structured=False):
         """Judge rating 0-5 against the references."""
-        return _summary(evaluate_graded(input, self._client(True), output, pred_key, ref_key))
+        return _summary(evaluate_graded(input, self._client(True), output, pred_key, ref_key, structured))
 
-    def chat(self, input, output=None, pred_key=DEFAULT_PRED_KEY, ref_key=DEFAULT_REF_KEY, description_key="meta_info"):
+    def chat(self, input, output=None, pred_key=DEFAULT_PRED_KEY, ref_key=DEFAULT_REF_KEY, description_key="meta_info",
+             structured=False):
         """Pairwise 1-10 judge scores (AIR-Bench chat style)."""
-        return _summary(evaluate_chat(input, self._client(True), output, pred_key, ref_key, description_key))
+        return _summary(evaluate_chat(input, self._client(True), output, pred_key, ref_key, description_key,
+                                      structured))
 
-    def yesno(self, input, output=None, pred_key=DEFAULT_PRED_KEY, ref_key=DEFAULT_REF_KEY):
+    def yesno(self, input, output=None, pred_key=DEFAULT_PRED_KEY, ref_key=DEFAULT_REF_KEY, structured=False):
         """Yes/no accuracy (no judge)."""
-        return _summary(evaluate_yesno(input, output, pred_key, ref_key))
+        return _summary(evaluate_yesno(input, output, pred_key, ref_key, structured))
 
 
 def _summary(result: dict) -> dict:

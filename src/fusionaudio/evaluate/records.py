@@ -60,6 +60,26 @@ def load_records(path: str | os.PathLike) -> list[dict]:
     return records
 
 
+def load_predictions(path, pred_key: str = DEFAULT_PRED_KEY, structured: bool = False) -> tuple[list[dict], dict]:
+    """Load a prediction file. With ``structured`` (outputs in the AudSemThinker format
+    ``<think>..</think><semantic_elements>..</semantic_elements><answer>..</answer>``), each
+    prediction is replaced by its answer section (what the metrics score; the raw text is kept
+    under ``raw_<pred_key>``) and the share of outputs that parse completely is returned as
+    ``{"structured_compliance": rate}`` for the report."""
+    records = load_records(path)
+    if not structured:
+        return records, {}
+    from fusionaudio.structured import answer_text, parse_structured
+
+    out, complete = [], 0
+    for i, rec in enumerate(records):
+        raw = get_prediction(rec, pred_key, path, i)
+        complete += bool(parse_structured(raw)["complete"])
+        answer = None if rec[pred_key] is None else answer_text(raw)
+        out.append({**rec, pred_key: answer, "raw_" + pred_key: rec[pred_key]})
+    return out, {"structured_compliance": complete / len(records)}
+
+
 def get_field(record: dict, key: str, path: Any, index: int, *, types=(str,), default=_MISSING):
     """Return ``record[key]`` checked against ``types``; raise :class:`EvalInputError` naming file and index."""
     if key not in record or record[key] is None:
