@@ -23,6 +23,7 @@ import torch
 from fusionaudio.audio import AudioError, read_audio, resample
 from fusionaudio.audsem.config import DEFAULT_PROMPT_MODE, GENERATION_DEFAULTS, SYSTEM_PROMPT, build_instruction
 from fusionaudio.audsem.processor import OmniAudioProcessor
+from fusionaudio.model.loading import resolve_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -60,16 +61,6 @@ def detect_arch(base_model_path) -> str:
     )
 
 
-def _as_dtype(dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(names)}")
-    return names[dtype]
-
-
 def load_thinker(base_model_path, dtype=torch.float32, device="cpu"):
     """Load ``Qwen2_5OmniThinkerForConditionalGeneration`` from a full-Omni or thinker-only directory.
 
@@ -86,7 +77,7 @@ def load_thinker(base_model_path, dtype=torch.float32, device="cpu"):
     if model_type == "qwen2_5_omni":
         config = config.thinker_config
     model, info = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
-        path, config=config, dtype=_as_dtype(dtype), local_files_only=True, output_loading_info=True,
+        path, config=config, dtype=resolve_dtype(dtype), local_files_only=True, output_loading_info=True,
         device_map={"": str(torch.device(device))},
     )
     unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(_SKIPPED_PREFIXES)]
@@ -162,7 +153,7 @@ class AudSemThinkerInference:
                  processor_path=None, resampler: str = "soxr"):
         build_instruction("probe", prompt_mode)  # validates the mode early
         self.device = torch.device(device)
-        self.dtype = _as_dtype(dtype)
+        self.dtype = resolve_dtype(dtype)
         self.prompt_mode = prompt_mode
         self.system_prompt = system_prompt
         self.resampler = resampler

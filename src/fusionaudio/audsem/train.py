@@ -30,7 +30,8 @@ import torch
 
 from fusionaudio.audio import AudioError
 from fusionaudio.audsem.config import DEFAULT_PROMPT_MODE, LORA_DEFAULTS, SYSTEM_PROMPT, TRAIN_DEFAULTS, build_instruction
-from fusionaudio.audsem.model import _as_dtype, build_conversation, load_audio, load_thinker
+from fusionaudio.audsem.model import build_conversation, load_audio, load_thinker
+from fusionaudio.model.loading import resolve_dtype
 from fusionaudio.audsem.processor import OmniAudioProcessor
 from fusionaudio.structured import parse_structured
 
@@ -227,7 +228,7 @@ def train(base_model_path: str, data_path: str, output_dir: str, epochs: int = T
     out = Path(output_dir)
     records = load_records(data_path)
     processor = OmniAudioProcessor.from_pretrained(base_model_path)
-    torch_dtype = _as_dtype(dtype)
+    torch_dtype = resolve_dtype(dtype)
     torch.manual_seed(seed)
     model = add_lora(load_thinker(base_model_path, dtype=torch_dtype, device=device), lora_r, lora_alpha,
                      lora_dropout, target_modules)
