@@ -209,3 +209,10 @@ def test_safetensors_shards_and_bf16(tmp_path):
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     out = model(torch.tensor([[1, 5, 9]]), torch.randn(1, 1024, 128))
     assert torch.isfinite(out.logits).all()
+
+
+def test_legacy_pickle_format_loads(tmp_path):
+    """Old (non-zip) torch.save files cannot be memory-mapped; they still load, weights only."""
+    path = tmp_path / "old.bin"
+    torch.save({"a": torch.arange(3.0)}, path, _use_new_zipfile_serialization=False)
+    assert torch.equal(load_state_file(path)["a"], torch.arange(3.0))
