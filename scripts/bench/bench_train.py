@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Training throughput and peak memory (random weights, synthetic inputs).
+
+    python scripts/bench/bench_train.py                       # CPU: the tiny preset (+ GPU part if CUDA)
+    python scripts/bench/bench_train.py --preset gama-llama2-7b --micro_batches 1,2,4,8 --device cuda
+
+One training step = forward + backward + AdamW over ``micro_batch`` examples of 96 audio
+tokens + ``text_len`` text tokens, with the trainer's settings (``trainable_params``, LoRA,
+fp32 trained weights; on GPU frozen weights in bf16, bf16 autocast, optionally gradient
+checkpointing). Reports samples/s and peak memory: on CPU the process's peak RSS
+(``resource.getrusage``; torch's allocator is invisible to tracemalloc), on GPU
+``torch.cuda.max_memory_allocated``/``reserved``; "fits_24gb" compares the reserved peak
+with 24 GiB less 1 GiB of CUDA context. The 7B model is built directly on the GPU
+(``GamaForCausalLM`` under ``torch.device``), so no checkpoint is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import time
+
+import torch
+
+from fusionaudio.model.config import GamaConfig
+from fusionaudio.model.gama import GamaForCausalLM
+from fusionaudio.train import enable_checkpointing, parameter_counts, set_trainable
+
+GIB = 1024 ** 3
+
+
+def build(preset: str, device: torch.device, bf16: bool, trainable: str, checkpointing: bool):
+    config = GamaConfig.from_name(preset)
+    torch.manual_seed(0)
+    old = torch.get_default_dtype()
+    if bf16:
+        torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(device):
+            model = GamaForCausalLM(config)
+            model.enable_lora()
+    finally:
+        torch.set_default_dtype(old)
+    set_trainable(model, trainable)
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.data = p.data.float()
+    if checkpointing:
+        enable_checkpointing(model)
+    return model, params, config
+
+
+def bench_step(model, params, config, device, micro_batch: int, text_len: int, steps: int, bf16: bool) -> dict:
+    opt = torch.optim.AdamW(params, lr=1e-5)
+    vocab = int(config.llm["vocab_size"])
+    fbank = torch.randn(micro_batch, config.audio.target_length, config.audio.num_mel_bins, device=device)
+    ids = torch.randint(3, vocab, (micro_batch, text_len), device=device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+    model.train()
+    model.qformer.eval()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    for i in range(steps + 1):  # the first step warms up
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        with autocast:
+            loss = model(ids, fbank, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i:
+            times.append(time.perf_counter() - t)
+    step_s = sorted(times)[len(times) // 2]
+    out = {"micro_batch": micro_batch, "text_len": text_len, "step_s": round(step_s, 4),
+           "samples_per_s": round(micro_batch / step_s, 2)}
+    if device.type == "cuda":
+        out["max_allocated_gib"] = round(torch.cuda.max_memory_allocated(device) / GIB, 2)
+        out["max_reserved_gib"] = round(torch.cuda.max_memory_reserved(device) / GIB, 2)
+        out["fits_24gb"] = out["max_reserved_gib"] <= 23.0
+    else:
+        out["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB, 3)
+    del opt
+    return out
+
+
+def run(preset: str, device: str, micro_batches: list[int], text_len: int, steps: int, trainable: str,
+        checkpointing: bool | None, bf16: bool | None) -> dict:
+    dev = torch.device(device)
+    bf16 = dev.type == "cuda" if bf16 is None else bf16
+    checkpointing = dev.type == "cuda" if checkpointing is None else checkpointing
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
+    model, params, config = build(preset, dev, bf16, trainable, checkpointing)
+    n_train, n_total = parameter_counts(model)
+    result = {"preset": preset, "device": str(dev), "bf16": bf16, "gradient_checkpointing": checkpointing,
+              "trainable_params": trainable, "trainable": n_train, "total": n_total,
+              "rss_before_model_gib": round(rss0, 3), "runs": []}
+    if dev.type == "cuda":
+        result["gpu"] = torch.cuda.get_device_name(dev)
+    for mb in micro_batches:
+        try:
+            result["runs"].append(bench_step(model, params, config, dev, mb, text_len, steps, bf16))
+        except torch.OutOfMemoryError:
+            result["runs"].append({"micro_batch": mb, "error": "out of memory"})
+            torch.cuda.empty_cache()
+        print(json.dumps(result["runs"][-1]), flush=True)
+    return result
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default=None, help="model preset (default: tiny on CPU; the CPU run, then "
+                   "gama-llama2-7b on CUDA when a GPU is present)")
+    p.add_argument("--device", default=None)
+    p.add_argument("--micro_batches", default=None, help="comma-separated (default: 1,4,8 CPU; 1,2,4,8 GPU)")
+    p.add_argument("--text_len", type=int, default=None, help="text tokens per example (default 64 CPU, 256 GPU)")
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--trainable_params", default="qformer_all")
+    p.add_argument("--gradient_checkpointing", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
+    p.add_argument("--bf16", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
+    p.add_argument("--output", default=None, help="write the results as JSON here")
+    a = p.parse_args(argv)
+    plans = []
+    if a.preset or a.device:
+        dev = a.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        plans.append((a.preset or ("gama-llama2-7b" if dev.startswith("cuda") else "tiny"), dev))
+    else:
+        plans.append(("tiny", "cpu"))
+        if torch.cuda.is_available():
+            plans.append(("gama-llama2-7b", "cuda"))
+    results = []
+    for preset, dev in plans:
+        gpu = dev.startswith("cuda")
+        mbs = [int(x) for x in (a.micro_batches or ("1,2,4,8" if gpu else "1,4,8")).split(",")]
+        text_len = a.text_len or (256 if gpu else 64)
+        results.append(run(preset, dev, mbs, text_len, a.steps, a.trainable_params, a.gradient_checkpointing, a.bf16))
+    print(json.dumps(results, indent=2))
+    if a.output:
+        with open(a.output, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
