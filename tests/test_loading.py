@@ -216,3 +216,32 @@ def test_legacy_pickle_format_loads(tmp_path):
     path = tmp_path / "old.bin"
     torch.save({"a": torch.arange(3.0)}, path, _use_new_zipfile_serialization=False)
     assert torch.equal(load_state_file(path)["a"], torch.arange(3.0))
+
+
+def test_finetuned_config_sets_lora_shape_and_fusion(tiny_base_dir, tmp_path):
+    """A checkpoint trained with other LoRA settings / aggregator fusion than its base loads
+    with those settings (read from the fusionaudio_config.json beside it)."""
+    from fusionaudio.model.config import LoraSettings
+    from fusionaudio.model.loading import load_base
+
+    model = load_base(tiny_base_dir, lora=False)
+    model.config.aggregator.fusion = "cross_attention"
+    for layer in (model.audio_aggregator_layer_1, model.audio_aggregator_layer_2):
+        layer.fusion = "cross_attention"
+    model.enable_lora(LoraSettings(r=4, alpha=32, dropout=0.0))
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.3)
+    ckpt = tmp_path / "checkpoint-1"
+    ckpt.mkdir()
+    trained = {k: v.contiguous() for k, v in model.state_dict().items() if ".lora_" in k or k.startswith("audio_")}
+    save_file(trained, str(ckpt / "adapter_model.safetensors"))
+    model.config.save(ckpt / "fusionaudio_config.json")
+    loaded, tok = load_model(tiny_base_dir, ckpt)
+    assert loaded.config.lora.r == 4 and loaded.config.aggregator.fusion == "cross_attention"
+    ids = tok(["### Instruction:\nHi\n\n### Response:\n"], return_tensors="pt").input_ids
+    fb = torch.randn(1, 1024, 128)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids, fb).logits, model(ids, fb).logits, atol=0, rtol=0)

@@ -146,13 +146,6 @@ def build_model(base_dir, lora: LoraSettings, device, dtype=torch.float32, start
                 module["default"] = torch.nn.Dropout(lora.dropout) if lora.dropout > 0 else torch.nn.Identity()
         model.config.lora = lora
     else:
-        base_lora = config.lora or LoraSettings()
-        if (base_lora.r, base_lora.alpha, sorted(base_lora.target_modules)) != \
-                (lora.r, lora.alpha, sorted(lora.target_modules)):
-            log.warning("LoRA r=%d alpha=%d targets=%s differ from the base config's (r=%d alpha=%d targets=%s): "
-                        "load_model(base, checkpoint) builds LoRA from the base config, so load the checkpoints "
-                        "on a base whose config matches", lora.r, lora.alpha, lora.target_modules,
-                        base_lora.r, base_lora.alpha, base_lora.target_modules)
         model = load_base(base_dir, device=device, dtype=dtype, lora=False)
         model.enable_lora(lora)
         model.to(device)

@@ -168,12 +168,31 @@ def _rebuild_rotary(model: GamaForCausalLM, device) -> None:
         model.llm.model.rotary_emb = LlamaRotaryEmbedding(config=model.llm.config)
 
 
-def load_base(directory: str | Path, device="cpu", dtype=torch.float32, lora: bool = True) -> GamaForCausalLM:
-    """Build the model from a base directory (reference or local layout), strictly."""
+#: Config sections a fine-tuned checkpoint may set differently from its base directory.
+FINETUNE_SECTIONS = ("lora", "aggregator")
+
+
+def finetuned_config(path: str | Path) -> GamaConfig | None:
+    """The config saved beside a fine-tuned checkpoint by training (None for reference files)."""
+    path = Path(path)
+    candidate = (path if path.is_dir() else path.parent) / LOCAL_CONFIG
+    return GamaConfig.load(candidate) if candidate.is_file() else None
+
+
+def load_base(directory: str | Path, device="cpu", dtype=torch.float32, lora: bool = True,
+              overrides: dict | None = None) -> GamaForCausalLM:
+    """Build the model from a base directory (reference or local layout), strictly.
+
+    ``overrides`` replaces config sections (``lora``, ``aggregator``) with those a fine-tuned
+    checkpoint was trained with."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"base model directory not found: {directory}")
     config, layout = read_config(directory)
+    for name, value in (overrides or {}).items():
+        if name not in FINETUNE_SECTIONS:
+            raise ValueError(f"cannot override config section {name!r}; only {FINETUNE_SECTIONS}")
+        setattr(config, name, value)
     with torch.device("meta"):
         model = GamaForCausalLM(config)
     if layout == "local" and config.lora is not None and lora:
@@ -252,7 +271,9 @@ def load_model(base_model_path, model_path=None, device="cpu", dtype=torch.float
     """
     dtype = resolve_dtype(dtype)
     device = torch.device(device)
-    model = load_base(base_model_path, device=device, dtype=dtype)
+    ft = finetuned_config(model_path) if model_path is not None else None
+    overrides = {name: getattr(ft, name) for name in FINETUNE_SECTIONS} if ft else None
+    model = load_base(base_model_path, device=device, dtype=dtype, overrides=overrides)
     if model_path is not None:
         load_finetuned(model, model_path)
     model.eval()
