@@ -21,7 +21,7 @@ $(STAMP): requirements.txt pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) quick_inference.py --audio data/example/demo_clip.wav --question "Describe the audio."
+	$(PY) quick_inference.py --audio data/example/demo_clip.wav --question "Describe the audio." --seed 0
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
