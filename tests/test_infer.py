@@ -275,3 +275,28 @@ def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(tmp_path, tiny_ba
         if p["prediction"] is not None:
             answers.setdefault((r["audio_id"], r["instruction"]), set()).add(p["prediction"])
     assert all(len(v) == 1 for v in answers.values())
+
+
+def test_audsemthinker_family_through_infer(dataset, tmp_path):
+    """The second model family runs through the same batch command, with parsed sections."""
+    from fusionaudio.audsem import AudSemThinkerInference
+    from fusionaudio.audsem.tiny import build_tiny_checkpoint
+
+    omni = build_tiny_checkpoint(tmp_path / "omni", full_omni=True)
+    path, records = dataset
+    out = tmp_path / "preds.json"
+    code = infer.main(["--json_input", str(path), "--json_output", str(out), "--base_model", str(omni),
+                       "--batch_size", "3", "--no_progress", "--structured", "--do_sample", "False",
+                       "--max_new_tokens", "8", "--device", "cpu"])
+    assert code == 0
+    preds = json.loads(out.read_text())
+    assert [r["instruction"] for r in preds] == [r["instruction"] for r in records]
+    ok = [r for r in preds if r["error"] is None]
+    assert ok and all(isinstance(r["prediction"], str) and "answer" in r["structured"] for r in ok)
+    errors = {r["audio_id"] for r in preds if r["error"] is not None}
+    assert errors == {"clips/missing.wav", "clips/corrupt.wav", "clips/empty.wav"}
+    engine = AudSemThinkerInference(omni)
+    first = preds[0]
+    expected = engine.predict(str(path.parent / first["audio_id"]), first["instruction"], do_sample=False,
+                              max_new_tokens=8)
+    assert first["prediction"] == expected
