@@ -28,12 +28,11 @@ TEXT_ONLY = (None, "", "empty")  # the reference's audio_id for text-only reques
 
 
 def default_model() -> tuple[Path, str]:
-    """(directory, label) of the model used when no ``base_model`` is given."""
-    if (DEMO_MODEL_DIR / "fusionaudio_config.json").is_file() or (DEMO_MODEL_DIR / "config.json").is_file():
-        return DEMO_MODEL_DIR, "bundled demo model (tiny, trained on synthetic sound scenes)"
-    from .tiny import untrained_demo_dir
-
-    return untrained_demo_dir(), "UNTRAINED tiny random model (no trained demo model is bundled yet): output is noise"
+    """(directory, label) of the model used when no ``base_model`` is given: the bundled demo."""
+    if not (DEMO_MODEL_DIR / "fusionaudio_config.json").is_file():
+        raise FileNotFoundError(f"{DEMO_MODEL_DIR}: the bundled demo model is missing; pass --base_model "
+                                "(or rebuild it with scripts/train/make_demo_model.sh)")
+    return DEMO_MODEL_DIR, "bundled demo model (tiny, trained on synthetic sound scenes)"
 
 
 def resolve_device(device: str | torch.device | None) -> tuple[torch.device, str | None]:

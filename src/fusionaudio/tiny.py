@@ -1,15 +1,13 @@
 """Tiny models built offline: a SentencePiece tokenizer trained here and reference-format
 model directories with random weights (exactly the reference's key names).
 
-Used by the tests, the benchmark and, until a trained demo model ships, ``make demo``
-(clearly labelled untrained). Nothing here touches the network.
+Used by the tests, the benchmarks and the demo-model recipe. Nothing here touches the network.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -165,17 +163,4 @@ def make_reference_base_dir(
                     p.normal_(0.0, llm_init_std)
     _save_shards(reference_state_dict(model, seed=seed), out, weights, num_shards)
     write_reference_config(config, out)
-    return out
-
-
-def untrained_demo_dir() -> Path:
-    """A tiny random model for demos before a trained one ships, cached under
-    ``$FUSIONAUDIO_CACHE`` (default ``~/.cache/fusionaudio``)."""
-    root = Path(os.environ.get("FUSIONAUDIO_CACHE", Path.home() / ".cache" / "fusionaudio"))
-    out = root / "tiny-untrained-v1"
-    if not (out / "config.json").is_file():
-        tmp = root / f".tiny-untrained-{os.getpid()}"
-        make_reference_base_dir(tmp, "tiny", seed=0, weights="safetensors", num_shards=1, llm_init_std=0.2)
-        if not out.exists():  # another process may have finished first
-            tmp.rename(out)
     return out

@@ -155,6 +155,3 @@ class GamaForCausalLM(nn.Module):
         """
         embeds, mask, _, _ = self._build_inputs(input_ids, attention_mask, audio_input, audio_embeds)
         return self.llm.generate(inputs_embeds=embeds, attention_mask=mask, **generate_kwargs)
-
-    def gradient_checkpointing_enable(self, **kwargs) -> None:
-        self.llm.gradient_checkpointing_enable(**kwargs)
