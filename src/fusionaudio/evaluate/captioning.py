@@ -33,7 +33,7 @@ from .records import (
     load_predictions,
     run_cli,
 )
-from .report import make_result, write_report
+from .report import default_output, make_result, write_report
 
 ALL_METRICS = ("bleu", "meteor", "rouge", "cider", "spice")
 # tokens the COCO toolkit drops after PTB tokenisation
@@ -204,8 +204,7 @@ def evaluate_captioning(
     details = [{"clip": k, "prediction": preds[k], "n_refs": len(refs[k]), **per_clip[k]} for k in preds]
     scores.update(structured_metrics)
     result = make_result("captioning", scores, meta, unavailable, details)
-    p = Path(input)
-    write_report(result, output or str(p.with_name(p.stem + ".cap.json")))
+    write_report(result, output or default_output(input, ".cap.json"))
     return result
 
 

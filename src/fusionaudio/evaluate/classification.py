@@ -35,7 +35,7 @@ from .records import (
     normalize_text,
     run_cli,
 )
-from .report import make_result, write_report
+from .report import default_output, make_result, write_report
 
 PREFIX = "sound of "
 _LABELS_PREFIX = re.compile(r"^\s*labels?\s*:\s*", re.IGNORECASE)
@@ -213,11 +213,6 @@ def score_records(pred_items: list[list[str]], labels: list[str], embedder, keep
     return scores
 
 
-def _default_output(input_path: str, suffix: str) -> str:
-    p = Path(input_path)
-    return str(p.with_name(p.stem + suffix))
-
-
 def evaluate_classification(
     input: str,
     output: str | None = None,
@@ -279,7 +274,7 @@ def evaluate_classification(
     scores = score_records(preds, labels, embedder, keep_underscores)
     metrics, per_class, confusion = classification_metrics(scores, truth, labels, is_multi)
 
-    output = output or _default_output(input, ".cls.json")
+    output = output or default_output(input, ".cls.json")
     backend_id = getattr(getattr(embedder, "backend", embedder), "backend_id", type(embedder).__name__)
     meta = {"input": str(input), "n_records": len(records), "n_classes": len(labels), "multilabel": is_multi,
             "n_null_predictions": count_null(records, pred_key),

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter, defaultdict
-from pathlib import Path
 
 from .judge import OpenAICompatClient, client_from_args
 from .records import (
@@ -41,7 +40,7 @@ from .records import (
     normalize_text,
     run_cli,
 )
-from .report import make_result, write_report
+from .report import default_output, make_result, write_report
 
 LETTERS = "ABCDEFGH"
 
@@ -372,8 +371,7 @@ def _meta(input, records, pred_key, ref_key, client) -> dict:
 
 def _finish(task, metrics, meta, details, input, output, suffix) -> dict:
     result = make_result(task, metrics, meta, details=details)
-    p = Path(input)
-    write_report(result, output or str(p.with_name(p.stem + suffix)))
+    write_report(result, output or default_output(input, suffix))
     return result
 
 

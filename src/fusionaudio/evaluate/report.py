@@ -66,6 +66,12 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def default_output(input_path, suffix: str) -> str:
+    """The report path beside an input file: ``preds.json`` + ``.cap.json`` -> ``preds.cap.json``."""
+    p = Path(input_path)
+    return str(p.with_name(p.stem + suffix))
+
+
 def write_report(result: dict, output: str) -> tuple[Path, Path]:
     """Write ``result`` as JSON to ``output`` and its Markdown table next to it (``.md``)."""
     out = Path(output)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .records import DEFAULT_REF_KEY, EvalInputError, get_field, get_text_list, load_records, run_cli
-from .report import make_result, write_report
+from .report import default_output, make_result, write_report
 
 KS = (1, 5, 10)
 
@@ -128,8 +128,7 @@ def evaluate_retrieval(
     meta = {"input": str(input), "n_records": len(records), "n_audios": len(audio_ids), "n_captions": len(captions),
             "model": str(model_dir or type(encoder).__name__), "ref_key": ref_key, "group_key": group_key}
     result = make_result("retrieval", metrics, meta)
-    p = Path(input)
-    write_report(result, output or str(p.with_name(p.stem + ".ret.json")))
+    write_report(result, output or default_output(input, ".ret.json"))
     return result
 
 

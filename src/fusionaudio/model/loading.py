@@ -114,7 +114,7 @@ def _is_local_layout(keys) -> bool:
     return all(k.startswith(_LOCAL_PREFIXES) for k in keys)
 
 
-def map_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], source: str, unused: Counter):
+def map_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], unused: Counter):
     """Rename ``state`` to the model's names. Returns (mapped, unexpected, wrong_shape)."""
     local = _is_local_layout(state)
     mapped, unexpected, wrong_shape = {}, [], []
@@ -202,7 +202,7 @@ def load_base(directory: str | Path, device="cpu", dtype=torch.float32, lora: bo
     files = [directory / LOCAL_WEIGHTS] if layout == "local" else base_weight_files(directory)
     state, unused, unexpected, wrong = {}, Counter(), [], []
     for path in files:
-        mapped, bad, shapes = map_state(load_state_file(path), expected, str(path), unused)
+        mapped, bad, shapes = map_state(load_state_file(path), expected, unused)
         unexpected += [f"{n} (in {path.name})" for n in bad]
         wrong += shapes
         for k, v in mapped.items():
@@ -233,7 +233,7 @@ def load_finetuned(model: GamaForCausalLM, path: str | Path) -> list[str]:
     expected = {k: v.shape for k, v in params.items()}
     raw = load_state_file(path)
     unused = Counter()
-    mapped, unexpected, wrong = map_state(raw, expected, str(path), unused)
+    mapped, unexpected, wrong = map_state(raw, expected, unused)
     lora_keys = {k for k in expected if ".lora_" in k}
     if _is_local_layout(raw):
         required = lora_keys
