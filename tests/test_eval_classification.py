@@ -142,10 +142,12 @@ def test_default_minilm_backend(tmp_path):
             {"output": "rain", "prediction": "Heavy rain falls on a tin roof."},
             {"output": "church_bells", "prediction": "Church bells are ringing."},
             {"output": "siren", "prediction": "An ambulance siren wails past."}]
-    res = cls.evaluate_classification(write(tmp_path / "p.json", recs), str(tmp_path / "o.json"),
-                                      vocabulary=str(REPO / "data/eval/vocabulary/ESC50.csv"), cache_dir=str(tmp_path))
-    assert res["metrics"]["accuracy"] == 1.0
+    res = cls.evaluate_classification(write(tmp_path / "p.json", recs), str(tmp_path / "o.json"), vocabulary="ESC50",
+                                      embedder="minilm", cache_dir=str(tmp_path))
+    assert res["metrics"]["accuracy"] == 1.0 and res["metrics"]["published_acc"] == 1.0
     assert res["meta"]["backend"].startswith("st:")
+    assert res["meta"]["comparability"] == "not comparable with published numbers"
+    assert "not comparable with published numbers" in (tmp_path / "o.md").read_text()
 
 
 def test_bert_mean_backend(tmp_path):
@@ -281,14 +283,6 @@ def test_reference_files_and_comparability(tmp_path):
     np.testing.assert_allclose(summary, [m["published_mAP"], m["published_mAUC"], m["published_acc"]])
     assert m["published_mAUC"] < m["mAUC"]  # siren has no positive: -1 in the published mean, left out of ours
     assert res["meta"]["comparability"].startswith("unknown")
-
-
-def test_minilm_marked_not_comparable(tmp_path):
-    recs = [{"output": "dog", "prediction": "A dog is barking."}, {"output": "rain", "prediction": "Rain falls."}]
-    res = cls.evaluate_classification(write(tmp_path / "p.json", recs), str(tmp_path / "o.json"), vocabulary="ESC50",
-                                      embedder="minilm", cache_dir=str(tmp_path))
-    assert res["meta"]["comparability"] == "not comparable with published numbers"
-    assert "not comparable with published numbers" in (tmp_path / "o.md").read_text()
 
 
 def test_bert_cuts_ids_after_special_tokens(tmp_path):
