@@ -296,29 +296,13 @@ def evaluate_classification(
         preds.append(prediction_items(get_prediction(rec, pred_key, input, i), pred_format, label_sep))
 
     labels = load_vocabulary(vocabulary) if vocabulary else sorted({g for gt in truths for g in gt}, key=str.lower)
-    index = {normalize_text(lab): c for c, lab in enumerate(labels)}
-    truth = np.zeros((len(records), len(labels)))
-    for i, gt in enumerate(truths):
-        for g in gt:
-            c = index.get(normalize_text(g))
-            if c is None:
-                raise EvalInputError(
-                    f"{input}: record {i}: label {g!r} is not in the vocabulary "
-                    f"({vocabulary or 'from data'}; {len(labels)} labels, e.g. {labels[:5]})"
-                )
-            truth[i, c] = 1
+    truth = truth_matrix(truths, labels, input, vocabulary)
     is_multi = any(len(gt) > 1 for gt in truths) if multilabel == "auto" else bool(multilabel)
     if not is_multi and any(len(gt) > 1 for gt in truths):
         raise EvalInputError(f"{input}: multilabel=False but some records have several labels")
 
-    comparability = None
-    if isinstance(embedder, str):
-        named, comparability = named_embedder(embedder, embed_model, embed_base_url, embed_api_key_env, device)
-        embedder = CachedEmbedder(named, cache_dir, not no_cache)
-    elif embedder is None:
-        made = make_backend(backend, embed_model, embed_base_url, embed_api_key_env, device)
-        embedder = CachedEmbedder(made, cache_dir, not no_cache)
-        comparability = _backend_comparability(backend, embed_model)
+    embedder, comparability = _resolve_embedder(embedder, backend, embed_model, embed_base_url, embed_api_key_env,
+                                                device, cache_dir, no_cache)
     scores = score_records(preds, labels, embedder, keep_underscores, aggregation)
     metrics, per_class, confusion = classification_metrics(scores, truth, labels, is_multi)
     published = reference_stats(scores, truth, undefined_auc)
@@ -347,6 +331,33 @@ def evaluate_classification(
     result = make_result("classification", metrics, meta, details=details)
     write_report(result, output)
     return result
+
+
+def truth_matrix(truths: list[list[str]], labels: list[str], input, vocabulary) -> np.ndarray:
+    """Binary (n, C) truth; labels match ignoring case and ``_``/space; an unknown label is an error."""
+    index = {normalize_text(lab): c for c, lab in enumerate(labels)}
+    truth = np.zeros((len(truths), len(labels)))
+    for i, gt in enumerate(truths):
+        for g in gt:
+            c = index.get(normalize_text(g))
+            if c is None:
+                raise EvalInputError(
+                    f"{input}: record {i}: label {g!r} is not in the vocabulary "
+                    f"({vocabulary or 'from data'}; {len(labels)} labels, e.g. {labels[:5]})"
+                )
+            truth[i, c] = 1
+    return truth
+
+
+def _resolve_embedder(embedder, backend, embed_model, embed_base_url, embed_api_key_env, device, cache_dir, no_cache):
+    """``(embedder object, comparability note)`` from a name, an object, or the backend options."""
+    if isinstance(embedder, str):
+        named, comparability = named_embedder(embedder, embed_model, embed_base_url, embed_api_key_env, device)
+        return CachedEmbedder(named, cache_dir, not no_cache), comparability
+    if embedder is None:
+        made = make_backend(backend, embed_model, embed_base_url, embed_api_key_env, device)
+        return CachedEmbedder(made, cache_dir, not no_cache), _backend_comparability(backend, embed_model)
+    return embedder, None
 
 
 def _backend_comparability(backend: str, embed_model: str | None) -> str:
