@@ -284,5 +284,12 @@ def test_cli_commands(tmp_path, judge):
     cmds = qa.QACommands(judge_base_url=judge.url, judge_model="m", judge_cache_dir=str(tmp_path / "c"),
                          judge_api_key_env="FA_TEST_NO_SUCH_KEY")
     assert cmds.mcq(src, str(tmp_path / "o.json"))["accuracy"] == 1.0
+    assert cmds.mcq(src, str(tmp_path / "o2.json"), judge_all=True)["accuracy"] == 1.0  # the judge says B
+    assert json.loads((tmp_path / "o2.json").read_text())["meta"]["judge_all"] is True
+    (tmp_path / "t.txt").write_text("{question}")
+    custom = qa.QACommands(judge_base_url=judge.url, judge_model="m", judge_cache_dir=str(tmp_path / "c"),
+                           judge_api_key_env="FA_TEST_NO_SUCH_KEY", judge_prompt=str(tmp_path / "t.txt"))
+    with pytest.raises(EvalInputError, match="must use one of the fields"):  # an mcq prompt needs {answer}
+        custom.mcq(src, str(tmp_path / "o3.json"))
     with pytest.raises(SystemExit, match="judge_base_url"):
         qa.QACommands().graded(src)
