@@ -17,9 +17,12 @@ so on CPU the result matches the reference bit for bit at 16 kHz and to ~1e-3 af
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -102,6 +105,26 @@ class AudioInfo:
 # --------------------------------------------------------------------------- decoding
 
 
+def _check_readable(path: Path) -> None:
+    """An :class:`AudioError` that says why ``path`` cannot be opened as a regular file."""
+    if "\0" in str(path):
+        raise AudioError("path contains a NUL byte", repr(str(path)))
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AudioError("symlink loop (too many levels of symbolic links)", path) from exc
+        if exc.errno == errno.ENOENT:
+            problem = "broken symlink (its target does not exist)" if path.is_symlink() else "file not found"
+            raise AudioError(problem, path) from exc
+        raise AudioError(f"cannot open ({exc.strerror or exc})", path) from exc
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise AudioError(f"not an audio file: {kind}" if kind == "a directory" else kind, path)
+    if not os.access(path, os.R_OK):
+        raise AudioError("permission denied", path)
+
+
 def read_audio(path: PathLike) -> tuple[torch.Tensor, int]:
     """Decode a file with soundfile (wav, flac, ogg, mp3, ...).
 
@@ -110,12 +133,13 @@ def read_audio(path: PathLike) -> tuple[torch.Tensor, int]:
     missing or undecodable file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioError("file not found" if not path.exists() else "not a regular file", path)
+    _check_readable(path)
     try:
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
         raise AudioError(f"cannot decode audio ({exc})", path) from exc
+    except MemoryError as exc:
+        raise AudioError(f"cannot decode audio: out of memory ({exc})", path) from exc
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sample_rate)
 
 
