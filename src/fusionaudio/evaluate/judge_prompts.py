@@ -6,9 +6,10 @@ replaces one. Fields per kind (aliases in brackets are the names the FusionAudio
 scripts use, so their templates can be pasted in with their own placeholders):
 
 * ``mcq``: ``question``, ``answer``, ``options`` (lines ``A. option``), ``letters`` (``A, B, C, D``);
-* ``graded``: ``question``, ``prediction``, ``references`` (lines ``- ref``), ``reference_text`` (the
-  AudioBench layout: the single reference as it is, or ``"Multiple reference answers are provided:"``
-  followed by ``Reference i: ...`` items separated by ``---`` lines);
+* ``graded``: ``question``, ``prediction``, ``references`` (lines ``- ref``), ``reference_text`` [``reference``]
+  (the layout of FusionAudio's AudioBench judge: the single reference as it is, or ``"Multiple reference
+  answers are provided:"`` followed by ``Reference i: ...`` items separated by ``---`` lines; upstream
+  AudioBench names the field ``reference``);
 * ``chat``: ``question``, ``prediction`` [``assistant2_answer``], ``reference`` [``assistant1_answer``],
   ``description`` [``audio_description``].
 
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 PROMPT_DIR = Path(__file__).with_name("data") / "prompts"
 FIELDS = {
     "mcq": {"question", "answer", "options", "letters"},
-    "graded": {"question", "prediction", "references", "reference_text"},
+    "graded": {"question", "prediction", "references", "reference_text", "reference"},
     "chat": {"question", "prediction", "reference", "description", "assistant1_answer", "assistant2_answer",
              "audio_description"},
 }

@@ -109,7 +109,8 @@ def evaluate_graded(input: str, client: OpenAICompatClient, output: str | None =
     groups, counts, records, structured_metrics = _load_groups(input, references, pred_key, ref_key, structured)
     convs = [[{"role": "user", "content": prompt.render(
         question=g["question"], prediction=g["prediction"], references="\n".join(f"- {r}" for r in g["references"]),
-        reference_text=reference_text(g["references"]))}] for g in groups]
+        reference_text=reference_text(g["references"]), reference=reference_text(g["references"]))}]
+        for g in groups]
     replies = client.chat_many(convs, temperature=0.0, max_tokens=GRADED_MAX_TOKENS)
     details = []
     for g, reply in zip(groups, replies):
