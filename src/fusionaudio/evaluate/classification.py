@@ -125,30 +125,23 @@ def prediction_items(pred: str, pred_format: str = "auto", sep: str = ";") -> li
 
 # ----------------------------------------------------------------------------- metrics
 def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """Non-interpolated AP (sklearn's definition, tied scores grouped); NaN without positives."""
+    """scikit-learn's average precision (tied scores grouped); NaN without positives (undefined)."""
+    from sklearn.metrics import average_precision_score
+
     y_true = np.asarray(y_true, dtype=float)
-    y_score = np.asarray(y_score, dtype=float)
     if y_true.sum() == 0:
         return float("nan")
-    order = np.argsort(-y_score, kind="mergesort")
-    y, s = y_true[order], y_score[order]
-    last = np.r_[np.where(np.diff(s))[0], y.size - 1]
-    tps = np.cumsum(y)[last]
-    precision = tps / (last + 1)
-    recall = tps / tps[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(average_precision_score(y_true, np.asarray(y_score, dtype=float)))
 
 
 def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """ROC AUC via the rank-sum statistic (ties averaged); NaN unless both classes occur."""
-    from scipy.stats import rankdata
+    """scikit-learn's ROC AUC (ties averaged); NaN unless both classes occur."""
+    from sklearn.metrics import roc_auc_score
 
     y_true = np.asarray(y_true, dtype=bool)
-    n_pos, n_neg = int(y_true.sum()), int((~y_true).sum())
-    if n_pos == 0 or n_neg == 0:
+    if y_true.all() or not y_true.any():
         return float("nan")
-    ranks = rankdata(y_score)
-    return float((ranks[y_true].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(y_true, np.asarray(y_score, dtype=float)))
 
 
 def _nanmean(values) -> float | None:
