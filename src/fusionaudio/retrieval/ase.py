@@ -11,7 +11,7 @@ normalisation. Text: ``BertModel`` (no pooler, eager attention) from a local dir
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,6 @@ class AseConfig:
     mlp_ratio: float = 4.0
     embed_size: int = 1024
     text_max_length: int = TEXT_MAX_LENGTH
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def audio_width(self) -> int:

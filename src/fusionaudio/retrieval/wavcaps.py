@@ -11,6 +11,7 @@ original fails, follow ``long_clips``:
 * ``crop``: keep the first 10 s (what ``max_length: 10`` does, from the start instead of a random crop);
 * ``windows``: mean of the embeddings of consecutive 10 s windows (each encoded alone), re-normalised;
   for its batch's padding the clip counts as 10 s.
+(10 s, or the model's limit where that is shorter, as for tiny test geometries.)
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def apply_long_clips(waves: list[np.ndarray], names: list[str], max_samples: int
                                      f"{max_samples} samples; the original crashes here (AssertionError). Use "
                                      "--long_clips crop or --long_clips windows (docs/retrieval.md)")
             if policy == "crop":
-                wave = wave[: crop_samples(10.0, sample_rate)]
+                wave = wave[: min(crop_samples(10.0, sample_rate), max_samples)]
         out.append(wave)
     return out
 
@@ -84,7 +85,7 @@ def _pad(waves: list[np.ndarray], length: int) -> np.ndarray:
 def encode_clips(model, waves: list[np.ndarray], batch_size: int = 128, chunk: int = 16,
                  window: int | None = None) -> np.ndarray:
     """``[5 * n_clips, D]`` audio rows as ``validate()`` builds them (row ``5*i`` = clip ``i``)."""
-    window = window or crop_samples(10.0, model.config.sample_rate)
+    window = window or min(crop_samples(10.0, model.config.sample_rate), model.config.max_samples)
     long = [len(w) > model.config.max_samples for w in waves]
     lengths = np.array([min(len(w), window) if lg else len(w) for w, lg in zip(waves, long)])
     row_clip = np.repeat(np.arange(len(waves)), CAPTIONS_PER_CLIP)
