@@ -154,8 +154,8 @@ def test_cli_evaluate_clap_and_legacy_module(tiny_setup, tmp_path, monkeypatch, 
 
     root, model_dir = tiny_setup
     out = tmp_path / "clap.ret.json"
-    monkeypatch.setattr(sys, "argv", ["x", "evaluate", "--input", str(root / "caps.json"), "--model_dir", model_dir,
+    monkeypatch.setattr(sys, "argv", ["x", "--input", str(root / "caps.json"), "--model_dir", model_dir,
                                       "--output", str(out)])
-    main()
+    ret.main()  # python -m fusionaudio.evaluate.retrieval: the old entry point, --arch clap by default
     assert "t2a_R@1" in capsys.readouterr().out and json.loads(out.read_text())["meta"]["protocol"] == "dcase"
     assert retrieval_model.main is main and retrieval_model.train.__module__ == "fusionaudio.retrieval.clap_train"

@@ -22,7 +22,7 @@ LONG_CLIPS=${LONG_CLIPS:-error}   # ase, clips > 10.23 s: error (the original cr
 REF_KEY=${REF_KEY:-output}
 
 if [[ -z "$INPUT" ]]; then echo "eval_retrieval.sh: set INPUT=<captions.json>" >&2; exit 2; fi
-args=(evaluate --arch "$ARCH" --input "$INPUT" --device "$DEVICE" --ref_key "$REF_KEY")
+args=(--arch "$ARCH" --input "$INPUT" --device "$DEVICE" --ref_key "$REF_KEY")
 if [[ "$ARCH" == ase ]]; then
   if [[ -z "$CHECKPOINT" || -z "$TEXT_MODEL" ]]; then
     echo "eval_retrieval.sh: ARCH=ase needs CHECKPOINT=<.pt> and TEXT_MODEL=<bert-base-uncased dir>" >&2; exit 2
@@ -36,4 +36,4 @@ fi
 [[ -n "$AUDIO_ROOT" ]] && args+=(--audio_root "$AUDIO_ROOT")
 [[ -n "$OUTPUT" ]] && args+=(--output "$OUTPUT")
 
-exec "$PYTHON" -m fusionaudio.retrieval "${args[@]}" "$@"
+exec "$PYTHON" -m fusionaudio.evaluate.retrieval "${args[@]}" "$@"

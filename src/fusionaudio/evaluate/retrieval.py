@@ -1,7 +1,9 @@
 """Retrieval evaluation entry point; the implementation lives in ``fusionaudio.retrieval``.
 
     python -m fusionaudio.evaluate.retrieval --input test.json --model_dir CLAP_DIR --audio_root DATA_ROOT
-    python -m fusionaudio.retrieval evaluate --arch ase --checkpoint CKPT --text_model BERT_DIR --input test.json
+    python -m fusionaudio.evaluate.retrieval --arch ase --checkpoint CKPT --text_model BERT_DIR --input test.json
+
+(the same options as ``python -m fusionaudio.retrieval evaluate``).
 
 Metric conventions: docs/retrieval.md (ours: DCASE mAP@10, fractions; WavCaps': percentages, quirks kept).
 """
@@ -21,7 +23,9 @@ __all__ = ["KS", "collect_pairs", "evaluate_retrieval", "query_metrics", "ranked
 def main():
     import fire
 
-    run_cli(lambda: fire.Fire(evaluate_retrieval, serialize=lambda r: r["metrics"] if isinstance(r, dict) else r))
+    from fusionaudio.retrieval.cli import evaluate
+
+    run_cli(lambda: fire.Fire(evaluate))
 
 
 if __name__ == "__main__":
