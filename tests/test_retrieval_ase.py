@@ -159,3 +159,21 @@ def test_text_preprocess_and_tokenize(tiny):
     one = model.encode_captions(["a dog"])
     torch.testing.assert_close(one, model.encode_text(tok["input_ids"][:1], tok["attention_mask"][:1]), atol=1e-6,
                                rtol=0)  # [CLS] does not see the padding
+
+
+def test_checkpoint_reading_is_weights_only(tiny, tmp_path):
+    import argparse
+    import io
+
+    from fusionaudio.retrieval.ase import read_checkpoint
+
+    ckpt, _, _ = tiny
+    cp = torch.load(ckpt, weights_only=False)
+    buf = io.BytesIO()  # a numpy-1 era file: its scalars are pickled as numpy.core.multiarray.scalar
+    torch.save({"model": {"temp": cp["model"]["temp"]}, "epoch": np.int64(7)}, buf, _use_new_zipfile_serialization=False)
+    (tmp_path / "np1.pt").write_bytes(buf.getvalue().replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    sd, cfg = read_checkpoint(tmp_path / "np1.pt")
+    assert list(sd) == ["temp"] and cfg is None
+    torch.save({"model": {}, "args": argparse.Namespace(lr=1)}, tmp_path / "pickled.pt")
+    with pytest.raises(RuntimeError, match="weights_only"):
+        read_checkpoint(tmp_path / "pickled.pt")

@@ -206,15 +206,22 @@ def read_checkpoint(checkpoint) -> tuple[dict, dict | None]:
 
 
 def _torch_load(path: Path):
-    """weights_only load; WavCaps checkpoints may hold numpy scalars (epoch), allow-listed like FusionAudio."""
+    """weights_only load. WavCaps checkpoints may hold numpy scalars (``epoch``): those globals are
+    allow-listed (as FusionAudio's script does), under numpy 2 and numpy 1 (``numpy.core``) names."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as first:  # pickle.UnpicklingError for a non-allow-listed global
         if "numpy" not in str(first):
             raise RuntimeError(f"cannot load checkpoint {path} with weights_only=True: {first}") from None
-        safe = [np._core.multiarray.scalar, np.dtype] + [type(np.dtype(t)) for t in ("f4", "f8", "i8", "i4")]
+    scalar = np._core.multiarray.scalar
+    dtypes = [type(np.dtype(t)) for t in ("f2", "f4", "f8", "i1", "i2", "i4", "i8", "u1", "b1")]
+    safe = [scalar, (scalar, "numpy.core.multiarray.scalar"), np.dtype, (np.dtype, "numpy.dtype")]
+    safe += dtypes + [(d, f"numpy.dtypes.{d.__name__}") for d in dtypes]
+    try:
         with torch.serialization.safe_globals(safe):
             return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RuntimeError(f"cannot load checkpoint {path} with weights_only=True: {e}") from None
 
 
 def _check_yaml(cfg: dict | None) -> None:
