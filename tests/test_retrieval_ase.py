@@ -137,6 +137,18 @@ def test_swin_image_layout_and_stretch(tiny):
     assert stretched[0, 0, 0, 0] == short[0, 0, 0, 0] and stretched[0, 0, 63, 63] == short[0, 0, -1, 15]
 
 
+def test_swin_input_is_bn0_over_mel_bins_then_stretch(tiny):
+    _, _, model = tiny
+    w = waves(1, 0.5)
+    mel = model.logmel(w)  # [1, 1, 51, 16]
+    bn = model.audio_encoder.batch_norm
+    by_hand = (mel - bn.running_mean) / torch.sqrt(bn.running_var + 1e-5) * bn.weight + bn.bias
+    stretched = torch.nn.functional.interpolate(by_hand, (256, 16), mode="bicubic", align_corners=True)
+    img = model.swin_input(w)
+    assert img.shape == (1, 1, 64, 64)
+    torch.testing.assert_close(img[0, 0, 16:32, :], stretched[0, 0, 64:128, :].T)  # chunk 1 of 4
+
+
 def test_length_limit_and_batch_padding(tiny):
     _, _, model = tiny
     limit = model.config.max_samples

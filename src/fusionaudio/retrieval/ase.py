@@ -135,6 +135,14 @@ class AseModel(nn.Module):
         return self.frontend(waves.to(self.device, torch.float32))
 
     @torch.no_grad()
+    def swin_input(self, waves) -> torch.Tensor:
+        """The image the Swin stages see, ``[B, 1, spec, spec]``: log-mel, bn0 (running stats, over mel
+        bins), bicubic stretch to ``max_frames``, 4 time chunks stacked along the height (for inspection)."""
+        enc = self.audio_encoder
+        x = enc.batch_norm(self.logmel(waves).transpose(1, 3)).transpose(1, 3)
+        return enc.reshape_mel2img(x)
+
+    @torch.no_grad()
     def encode_audio(self, waves) -> torch.Tensor:
         """``[B, L]`` float32 waveforms (zero-padded as one batch) -> ``[B, embed_size]``.
 
