@@ -14,7 +14,8 @@ import torch
 from fusionaudio.collate import IGNORE_INDEX, Example, collate, tokenize_record
 from fusionaudio.model.config import LoraSettings
 from fusionaudio.model.loading import load_model, load_tokenizer
-from fusionaudio.train import build_model, resolve_start, save_trained, set_trainable, train, trainable_names
+from fusionaudio.train import (build_model, lora_settings, resolve_start, save_trained, set_trainable, train,
+                               trainable_names)
 
 FAST = dict(val_set_size=0, warmup_steps=0, save_steps=0, eval_steps=0, progress=False, cache_fbank=True,
             logging_steps=0, seed=0)
@@ -122,8 +123,9 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_base_dir, synth_data, tmp_
     train(output_dir=str(tmp_path / "full"), **args)
     ckpt = tmp_path / "full" / "checkpoint-2"
     assert {p.name for p in ckpt.iterdir()} >= {"adapter_model.safetensors", "fusionaudio_config.json",
-                                                "training_args.json", "trainer_state.json", "optimizer.pt",
-                                                "scheduler.pt", "rng_state_0.pt"}
+                                                "training_args.json", "trainer_state.json", "optimizer.bin",
+                                                "scheduler.bin", "random_states_0.pkl"}
+    assert not list(ckpt.glob("model*.safetensors"))  # the engine's full model copy is left out
     train(output_dir=str(tmp_path / "resumed"), resume_from_checkpoint=str(ckpt), **args)
     full, resumed = _losses(tmp_path / "full"), _losses(tmp_path / "resumed")
     assert sorted(resumed) == [3, 4]
