@@ -136,15 +136,18 @@ def train(
     from .loop import run_loop
     from .run import finish, open_log, prepare
 
-    run = prepare(o, options)
-    run_log = open_log(run, o)
+    run = run_log = None
     try:
+        run = prepare(o, options)
+        run_log = open_log(run, o)
         step, seen, elapsed = run_loop(run, run_log)
         run_log.close()
         return finish(run, step, seen, elapsed)
     finally:
-        run_log.close()
-        run.accelerator.end_training()
+        if run_log is not None:
+            run_log.close()
+        if run is not None:
+            run.accelerator.end_training()
         _reset_engine()
 
 
