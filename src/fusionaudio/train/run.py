@@ -28,6 +28,8 @@ log = logging.getLogger("fusionaudio.train")
 def _engine(o: SimpleNamespace, out: Path):
     from accelerate import PartialState
 
+    if str(o.device) not in ("auto", "cpu") and not str(o.device).startswith("cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {o.device!r}")
     cpu = str(o.device) == "cpu"
     ps = PartialState(cpu=cpu)
     dev = ps.device
