@@ -73,6 +73,14 @@ def test_save_total_limit_keeps_the_newest(tiny_base_dir, data, tmp_path):
     train(base_model=str(tiny_base_dir), data_path=str(data), output_dir=str(tmp_path), max_steps=3, save_steps=1,
           save_total_limit=2, **FAST)
     assert [p.name for p in complete_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-3"]
+    # a checkpoint of the trainer before accelerate (optimizer.pt) is refused for an exact resume
+    old = tmp_path / "checkpoint-3"
+    (old / "optimizer.bin").rename(old / "optimizer.pt")
+    from fusionaudio.model.loading import CheckpointError
+
+    with pytest.raises(CheckpointError, match="optimizer.pt.*--base_model"):
+        train(base_model=str(tiny_base_dir), data_path=str(data), output_dir=str(tmp_path / "again"), max_steps=4,
+              save_steps=0, resume_from_checkpoint=str(old), **FAST)
 
 
 def test_no_lora_run_trains_saves_loads_and_starts_a_lora_stage(tiny_base_dir, data, tmp_path):

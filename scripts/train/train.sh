@@ -23,7 +23,7 @@ NNODES="${NNODES:-1}"                          # machines
 NODE_RANK="${NODE_RANK:-0}"                    # this machine's rank, 0 .. NNODES-1
 MASTER_ADDR="${MASTER_ADDR:-127.0.0.1}"        # node 0's address
 MASTER_PORT="${MASTER_PORT:-29500}"
-ACCELERATE_CONFIG="${ACCELERATE_CONFIG:-}"     # empty: torchrun + DDP; else `accelerate launch --config_file`
+ACCELERATE_CONFIG="${ACCELERATE_CONFIG:-}"     # empty: torchrun + DDP (CPU or GPU); else `accelerate launch --config_file` (GPU configs)
 # -- what ------------------------------------------------------------------------------------
 BASE_MODEL="${BASE_MODEL:-pretrained/Llama-2-7b-chat-hf-qformer}"  # base directory, or a fine-tuned checkpoint
 BASE_DIR="${BASE_DIR:-}"                       # base directory when BASE_MODEL is a checkpoint file without training_args.json

@@ -182,6 +182,9 @@ def resume_engine(path: Path, accelerator, state: dict) -> dict:
     if changed:
         log.warning("resuming with different %s than %s was trained with: the run continues but is not an exact "
                     "continuation", ", ".join(changed), path)
+    if (path / "optimizer.pt").is_file() and not any(path.glob("optimizer*.bin")) and not any(path.glob("pytorch_model*")):
+        raise CheckpointError(f"{path}: written before training moved to accelerate (optimizer.pt); it cannot be "
+                              f"resumed exactly: start from its weights with --base_model {path / WEIGHTS_NAME}")
     rng = path / f"random_states_{accelerator.process_index}.pkl"
     if not rng.is_file():
         log.warning("%s: no %s; random state not restored", path, rng.name)
