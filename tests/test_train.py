@@ -110,9 +110,12 @@ def test_padding_sides_give_the_same_loss(tiny_model):
 def test_loss_falls(tiny_base_dir, synth_data, tmp_path):
     summary = train(base_model=str(tiny_base_dir), data_path=str(synth_data / "train.json"),
                     output_dir=str(tmp_path), batch_size=8, micro_batch_size=8, max_steps=12,
-                    learning_rate=3e-3, trainable_params="full", **FAST)
+                    learning_rate=3e-3, trainable_params="full", **{**FAST, "val_set_size": 4, "eval_steps": 6})
     losses = list(_losses(tmp_path).values())
     assert len(losses) == 12 and summary["global_step"] == 12
+    evals = {e["step"]: e["eval_loss"] for e in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines())
+             if "eval_loss" in e}
+    assert sorted(evals) == [6, 12] and evals[12] < evals[6] and summary["eval_loss"] == evals[12]
     assert np.mean(losses[-3:]) < losses[0] - 1.0, losses
     assert (tmp_path / "loss_curve.png").stat().st_size > 0
 

@@ -41,11 +41,20 @@ def _engine(o: SimpleNamespace, out: Path):
     return make_accelerator(o.device, use_bf16, accum, parse_report_to(o.report_to), out), use_bf16, accum
 
 
-def _check_audio(audio: AudioBatcher, train_ex, val_ex):
-    """The batch-time front end on every clip, once, before training; bad clips stop the run
-    (naming the records) or, with skip_bad_records, their examples are dropped."""
+def _check_audio(audio: AudioBatcher, train_ex, val_ex, acc):
+    """The batch-time front end on every clip, once, before training (the clips are split
+    over the processes and the verdicts shared); bad clips stop the run (naming the
+    records) or, with skip_bad_records, their examples are dropped."""
     examples = train_ex + val_ex
-    bad = audio.check([e.audio for e in examples if e.has_audio])
+    clips = sorted({e.audio for e in examples if e.has_audio})
+    mine = audio.check(clips[acc.process_index::acc.num_processes])
+    if acc.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        verdicts = gather_object([sorted(mine.items())])
+        audio.bad.update({p: why for part in verdicts for p, why in part})
+        audio.checked.update(p for p in clips if p not in audio.bad)
+    bad = {p: audio.bad[p] for p in clips if p in audio.bad}
     if not bad:
         return train_ex, val_ex
     audio.report(bad, examples)  # raises unless skip_bad
@@ -61,7 +70,7 @@ def _data(o, acc, out: Path, tok, audio_device):
     audio = AudioBatcher(audio_device, o.skip_bad_records, o.cache_fbank,
                          out / SKIPPED_NAME if acc.is_main_process else None, records)
     if o.check_audio:
-        train_ex, val_ex = _check_audio(audio, train_ex, val_ex)
+        train_ex, val_ex = _check_audio(audio, train_ex, val_ex, acc)
     if not train_ex:
         raise ValueError(f"{o.data_path}: no training example left after dropping the bad records")
     return records, train_ex, val_ex, audio
