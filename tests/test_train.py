@@ -199,3 +199,10 @@ def test_audio_that_fails_to_decode_is_never_replaced(tiny_base_dir, synth_data,
         train(output_dir=str(tmp_path / "stop"), **args)
     train(output_dir=str(tmp_path / "skip"), skip_bad_records=True, **args)
     assert "short.wav" in (tmp_path / "skip" / "skipped_audio.txt").read_text()
+
+
+def test_lora_target_spellings():
+    assert all(lora_settings(8, 16, 0.05, v) is None for v in ("['dummy']", "[dummy]", "none", "[]", []))
+    for v in ("[q_proj,v_proj]", "['q_proj', 'v_proj']", ("q_proj", "v_proj")):
+        s = lora_settings(8, 16, 0.1, v)
+        assert (s.r, s.alpha, s.dropout, s.target_modules) == (8, 16, 0.1, ["q_proj", "v_proj"])
