@@ -68,7 +68,13 @@ def test_non_finite_gradient_stops_before_the_optimizer_step(tiny_base_dir, clip
     assert not list((tmp_path / "run").glob("*checkpoint*")) and not (tmp_path / "run" / "log.jsonl").read_text()
 
 
-def test_nan_and_too_short_audio_stop_before_training(tiny_base_dir, clips, tmp_path, capsys):
+def test_nan_and_too_short_audio_stop_before_training(tiny_base_dir, clips, tmp_path, capsys, monkeypatch):
+    import fusionaudio.train.run as run
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the data was checked")
+
+    monkeypatch.setattr(run, "build_model", no_model)
     data = _data(clips, tmp_path, ["good0.wav", "nan.wav", "good1.wav", "short.wav"])
     args = [f"--base_model={tiny_base_dir}", f"--data_path={data}", f"--output_dir={tmp_path / 'run'}",
             "--max_steps=1", *(f"--{k}={v}" for k, v in FAST.items())]

@@ -113,9 +113,15 @@ def _set_dropout(model, dropout: float) -> None:
             module["default"] = torch.nn.Dropout(dropout) if dropout > 0 else torch.nn.Identity()
 
 
-def build_model(base_dir, lora: LoraSettings | None, device, dtype=torch.float32, start_checkpoint=None):
+def tokenizer_of(base_dir):
+    """The base directory's tokenizer (the one place training loads it)."""
+    return load_tokenizer(base_dir)
+
+
+def build_model(base_dir, lora: LoraSettings | None, device, dtype=torch.float32, start_checkpoint=None,
+                tokenizer=None):
     """``(model, tokenizer)``: the base model with LoRA ``lora`` (None: no LoRA), optionally
-    a fine-tuned checkpoint on top.
+    a fine-tuned checkpoint on top; ``tokenizer``: one already loaded (default: the base's).
 
     A base folder written by this project that already holds LoRA weights keeps them; its
     LoRA shape (r, alpha, target modules) must then match ``lora`` (dropout may differ).
@@ -149,7 +155,7 @@ def build_model(base_dir, lora: LoraSettings | None, device, dtype=torch.float32
         model.to(device)
     if start_checkpoint is not None and not start_without_lora:
         load_finetuned(model, start_checkpoint)
-    return model, load_tokenizer(base_dir)
+    return model, tokenizer if tokenizer is not None else tokenizer_of(base_dir)
 
 
 class TrainingForward(torch.nn.Module):

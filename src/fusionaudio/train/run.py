@@ -19,7 +19,7 @@ from .checkpoints import (STATE_NAME, drop_engine_model_weights, remove_stale_te
                           resume_engine, resume_weights, save_trained, trained_state)
 from .loop import Run, make_accelerator, weight_checksums
 from .model_setup import (TrainingForward, build_model, enable_checkpointing, lora_settings, parameter_counts,
-                          resolve_start, set_trainable)
+                          resolve_start, set_trainable, tokenizer_of)
 from .reporting import RunLog, parse_report_to, plot_loss, start_trackers
 
 log = logging.getLogger("fusionaudio.train")
@@ -93,9 +93,11 @@ def prepare(o: SimpleNamespace, options: dict) -> Run:
     set_seed(o.seed)
     random.seed(o.seed)
     resume = resolve_resume(o.resume_from_checkpoint, out)
+    tok = tokenizer_of(base_path)
+    records, train_ex, val_ex, audio = _data(o, acc, out, tok, acc.device)  # bad data stops before the model loads
     sharded = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     dtype = torch.bfloat16 if use_bf16 and not sharded else torch.float32  # frozen weights in bf16
-    model, tok = build_model(base_path, lora, acc.device, dtype, None if resume else start)
+    model, _ = build_model(base_path, lora, acc.device, dtype, None if resume else start, tok)
     names = set_trainable(model, o.trainable_params)
     full_resume = resume is not None and resume_weights(resume, model, names)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -104,7 +106,6 @@ def prepare(o: SimpleNamespace, options: dict) -> Run:
     if o.gradient_checkpointing:
         enable_checkpointing(model)
     n_train, n_total = parameter_counts(model)
-    records, train_ex, val_ex, audio = _data(o, acc, out, tok, acc.device)
     n_micro = len(plan_micro_batches(train_ex, o.micro_batch_size, o.seed, 0, o.group_by_length, True,
                                      o.group_by_audio))
     steps_per_epoch = math.ceil(n_micro / (world * accum))
