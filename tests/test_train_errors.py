@@ -28,6 +28,8 @@ def clips(tmp_path_factory) -> Path:
         sf.write(str(d / f"good{i}.wav"), (0.3 * np.sin(2 * np.pi * f * t)).astype(np.float32), 16000)
     sf.write(str(d / "nan.wav"), np.full(16000, np.nan, dtype=np.float32), 16000, subtype="FLOAT")
     sf.write(str(d / "short.wav"), np.zeros(100, dtype=np.float32), 16000)  # < one 25 ms frame
+    loud = (1e19 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)  # finite samples, inf fbank (issue 9.1)
+    sf.write(str(d / "huge.wav"), loud, 16000, subtype="FLOAT")
     return d
 
 
@@ -75,13 +77,14 @@ def test_nan_and_too_short_audio_stop_before_training(tiny_base_dir, clips, tmp_
         raise AssertionError("the model was loaded before the data was checked")
 
     monkeypatch.setattr(run, "build_model", no_model)
-    data = _data(clips, tmp_path, ["good0.wav", "nan.wav", "good1.wav", "short.wav"])
+    data = _data(clips, tmp_path, ["good0.wav", "nan.wav", "good1.wav", "short.wav", "huge.wav"])
     args = [f"--base_model={tiny_base_dir}", f"--data_path={data}", f"--output_dir={tmp_path / 'run'}",
             "--max_steps=1", *(f"--{k}={v}" for k, v in FAST.items())]
     assert main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("fusionaudio.train: error: 2 audio file(s) failed")
+    assert len(err) == 1 and err[0].startswith("fusionaudio.train: error: 3 audio file(s) failed")
     assert "record 1 (" in err[0] and "nan.wav" in err[0] and "record 3 (" in err[0] and "short.wav" in err[0]
+    assert "record 4 (" in err[0] and "huge.wav" in err[0]
     assert not (tmp_path / "run" / "log.jsonl").exists()  # stopped before step 1
 
 
