@@ -155,3 +155,30 @@ def test_bundled_examples_validate():
     for name in ("train_data_example.json", "inference_data_example.json"):
         recs, report = select_records(REPO / "data" / "example" / name, deep=True)
         assert report.ok and recs and all(r["audio_id"] == "demo_clip.wav" for r in recs)
+
+
+def test_text_that_cannot_be_a_path_or_utf8_is_a_bad_record(folder):
+    recs = [_rec(), _rec("audio/\udcff.wav"), _rec("a\x00b.wav"), _rec(output="bad \ud800 text")]
+    p = folder / "d.json"
+    p.write_text(json.dumps(recs))  # json escapes the lone surrogates as \udcff, \ud800
+    with pytest.raises(DataValidationError) as ei:
+        select_records(p, report_dir=folder / "rep")
+    reasons = {b.index: b.reason for b in ei.value.report.bad}
+    assert set(reasons) == {1, 2, 3}
+    assert "'audio_id' is not valid Unicode" in reasons[1] and "NUL byte" in reasons[2]
+    assert "'output' is not valid Unicode" in reasons[3]
+    text = (folder / "rep" / "data_validation_report.txt").read_text()
+    assert "record 1" in text and "record 2" in text and "record 3" in text  # written despite the surrogates
+
+
+def test_non_utf8_bytes_are_named(folder):
+    good = json.dumps(_rec()).encode()
+    p = folder / "d.jsonl"
+    p.write_bytes(good + b"\n" + good.replace(b"a.wav", b"\xff\xfe.wav") + b"\n" + good + b"\n")
+    recs, report = select_records(p, skip_bad=True)
+    assert len(recs) == 2 and [(b.index, b.line) for b in report.bad] == [(1, 2)]
+    assert "line 2 is not UTF-8" in report.bad[0].reason
+    q = folder / "d.json"
+    q.write_bytes(b"[" + good.replace(b"a.wav", b"\xff.wav") + b"]")
+    with pytest.raises(DataValidationError, match=r"d.json: the file is not UTF-8 text \(bad byte at offset"):
+        load_records(q)

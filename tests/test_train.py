@@ -14,7 +14,8 @@ import torch
 from fusionaudio.collate import IGNORE_INDEX, Example, collate, tokenize_record
 from fusionaudio.model.config import LoraSettings
 from fusionaudio.model.loading import load_model, load_tokenizer
-from fusionaudio.train import build_model, resolve_start, save_trained, set_trainable, train, trainable_names
+from fusionaudio.train import (build_model, lora_settings, resolve_start, save_trained, set_trainable, train,
+                               trainable_names)
 
 FAST = dict(val_set_size=0, warmup_steps=0, save_steps=0, eval_steps=0, progress=False, cache_fbank=True,
             logging_steps=0, seed=0)
@@ -109,9 +110,12 @@ def test_padding_sides_give_the_same_loss(tiny_model):
 def test_loss_falls(tiny_base_dir, synth_data, tmp_path):
     summary = train(base_model=str(tiny_base_dir), data_path=str(synth_data / "train.json"),
                     output_dir=str(tmp_path), batch_size=8, micro_batch_size=8, max_steps=12,
-                    learning_rate=3e-3, trainable_params="full", **FAST)
+                    learning_rate=3e-3, trainable_params="full", **{**FAST, "val_set_size": 4, "eval_steps": 6})
     losses = list(_losses(tmp_path).values())
     assert len(losses) == 12 and summary["global_step"] == 12
+    evals = {e["step"]: e["eval_loss"] for e in map(json.loads, (tmp_path / "log.jsonl").read_text().splitlines())
+             if "eval_loss" in e}
+    assert sorted(evals) == [6, 12] and evals[12] < evals[6] and summary["eval_loss"] == evals[12]
     assert np.mean(losses[-3:]) < losses[0] - 1.0, losses
     assert (tmp_path / "loss_curve.png").stat().st_size > 0
 
@@ -122,8 +126,9 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_base_dir, synth_data, tmp_
     train(output_dir=str(tmp_path / "full"), **args)
     ckpt = tmp_path / "full" / "checkpoint-2"
     assert {p.name for p in ckpt.iterdir()} >= {"adapter_model.safetensors", "fusionaudio_config.json",
-                                                "training_args.json", "trainer_state.json", "optimizer.pt",
-                                                "scheduler.pt", "rng_state_0.pt"}
+                                                "training_args.json", "trainer_state.json", "optimizer.bin",
+                                                "scheduler.bin", "random_states_0.pkl"}
+    assert not list(ckpt.glob("model*.safetensors"))  # the engine's full model copy is left out
     train(output_dir=str(tmp_path / "resumed"), resume_from_checkpoint=str(ckpt), **args)
     full, resumed = _losses(tmp_path / "full"), _losses(tmp_path / "resumed")
     assert sorted(resumed) == [3, 4]
@@ -194,3 +199,10 @@ def test_audio_that_fails_to_decode_is_never_replaced(tiny_base_dir, synth_data,
         train(output_dir=str(tmp_path / "stop"), **args)
     train(output_dir=str(tmp_path / "skip"), skip_bad_records=True, **args)
     assert "short.wav" in (tmp_path / "skip" / "skipped_audio.txt").read_text()
+
+
+def test_lora_target_spellings():
+    assert all(lora_settings(8, 16, 0.05, v) is None for v in ("['dummy']", "[dummy]", "none", "[]", []))
+    for v in ("[q_proj,v_proj]", "['q_proj', 'v_proj']", ("q_proj", "v_proj")):
+        s = lora_settings(8, 16, 0.1, v)
+        assert (s.r, s.alpha, s.dropout, s.target_modules) == (8, 16, 0.1, ["q_proj", "v_proj"])

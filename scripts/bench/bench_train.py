@@ -9,7 +9,9 @@ tokens + ``text_len`` text tokens, with the trainer's settings (``trainable_para
 fp32 trained weights; on GPU frozen weights in bf16, bf16 autocast, optionally gradient
 checkpointing). Reports samples/s and peak memory: on CPU the process's peak RSS
 (``resource.getrusage``; torch's allocator is invisible to tracemalloc), on GPU
-``torch.cuda.max_memory_allocated``/``reserved``; "fits_24gb" compares the reserved peak
+``torch.cuda.max_memory_allocated``/``reserved``; ``--engine`` runs the same step through the
+trainer's accelerate engine (``fusionaudio.train.loop.make_accelerator``, ``accumulate``,
+``backward``, ``clip_grad_norm_``; one process), to compare with the bare step; "fits_24gb" compares the reserved peak
 with 24 GiB less 1 GiB of CUDA context. The 7B model is built directly on the GPU
 (``GamaForCausalLM`` under ``torch.device``), so no checkpoint is needed.
 """
@@ -20,6 +22,7 @@ import argparse
 import json
 import resource
 import time
+from pathlib import Path
 
 import torch
 
@@ -51,7 +54,30 @@ def build(preset: str, device: torch.device, bf16: bool, trainable: str, checkpo
     return model, params, config
 
 
-def bench_step(model, params, config, device, micro_batch: int, text_len: int, steps: int, bf16: bool) -> dict:
+def _engine_step(model, opt, device, bf16: bool):
+    """A step function through the trainer's engine (accelerate, one process)."""
+    import tempfile
+
+    from fusionaudio.train.loop import make_accelerator
+    from fusionaudio.train.model_setup import TrainingForward
+
+    acc = make_accelerator("cpu" if device.type == "cpu" else "auto", bf16, 1, [], Path(tempfile.mkdtemp()))
+    wrapped, opt = acc.prepare(TrainingForward(model), opt)
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def step(ids, fbank):
+        with acc.accumulate(wrapped):
+            loss = wrapped(ids, torch.ones_like(ids), ids, fbank, torch.arange(ids.shape[0], device=device)).loss
+            acc.backward(loss)
+            acc.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def bench_step(model, params, config, device, micro_batch: int, text_len: int, steps: int, bf16: bool,
+               engine: bool = False) -> dict:
     opt = torch.optim.AdamW(params, lr=1e-5)
     vocab = int(config.llm["vocab_size"])
     fbank = torch.randn(micro_batch, config.audio.target_length, config.audio.num_mel_bins, device=device)
@@ -62,22 +88,26 @@ def bench_step(model, params, config, device, micro_batch: int, text_len: int, s
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+    engine_step = _engine_step(model, opt, device, bf16) if engine else None
     times = []
     for i in range(steps + 1):  # the first step warms up
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         t = time.perf_counter()
-        with autocast:
-            loss = model(ids, fbank, labels=ids).loss
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        if engine_step is not None:
+            engine_step(ids, fbank)
+        else:
+            with autocast:
+                loss = model(ids, fbank, labels=ids).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         if i:
             times.append(time.perf_counter() - t)
     step_s = sorted(times)[len(times) // 2]
-    out = {"micro_batch": micro_batch, "text_len": text_len, "step_s": round(step_s, 4),
+    out = {"micro_batch": micro_batch, "text_len": text_len, "engine": engine, "step_s": round(step_s, 4),
            "samples_per_s": round(micro_batch / step_s, 2)}
     if device.type == "cuda":
         out["max_allocated_gib"] = round(torch.cuda.max_memory_allocated(device) / GIB, 2)
@@ -90,7 +120,7 @@ def bench_step(model, params, config, device, micro_batch: int, text_len: int, s
 
 
 def run(preset: str, device: str, micro_batches: list[int], text_len: int, steps: int, trainable: str,
-        checkpointing: bool | None, bf16: bool | None) -> dict:
+        checkpointing: bool | None, bf16: bool | None, engine: bool = False) -> dict:
     dev = torch.device(device)
     bf16 = dev.type == "cuda" if bf16 is None else bf16
     checkpointing = dev.type == "cuda" if checkpointing is None else checkpointing
@@ -104,7 +134,7 @@ def run(preset: str, device: str, micro_batches: list[int], text_len: int, steps
         result["gpu"] = torch.cuda.get_device_name(dev)
     for mb in micro_batches:
         try:
-            result["runs"].append(bench_step(model, params, config, dev, mb, text_len, steps, bf16))
+            result["runs"].append(bench_step(model, params, config, dev, mb, text_len, steps, bf16, engine))
         except torch.OutOfMemoryError:
             result["runs"].append({"micro_batch": mb, "error": "out of memory"})
             torch.cuda.empty_cache()
@@ -123,6 +153,7 @@ def main(argv=None) -> None:
     p.add_argument("--trainable_params", default="qformer_all")
     p.add_argument("--gradient_checkpointing", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
     p.add_argument("--bf16", type=lambda s: s.lower() in ("1", "true", "yes"), default=None)
+    p.add_argument("--engine", action="store_true", help="step through the trainer's accelerate engine")
     p.add_argument("--output", default=None, help="write the results as JSON here")
     a = p.parse_args(argv)
     plans = []
@@ -138,7 +169,8 @@ def main(argv=None) -> None:
         gpu = dev.startswith("cuda")
         mbs = [int(x) for x in (a.micro_batches or ("1,2,4,8" if gpu else "1,4,8")).split(",")]
         text_len = a.text_len or (256 if gpu else 64)
-        results.append(run(preset, dev, mbs, text_len, a.steps, a.trainable_params, a.gradient_checkpointing, a.bf16))
+        results.append(run(preset, dev, mbs, text_len, a.steps, a.trainable_params, a.gradient_checkpointing, a.bf16,
+                           a.engine))
     print(json.dumps(results, indent=2))
     if a.output:
         with open(a.output, "w") as f:

@@ -96,24 +96,43 @@ class DataValidationError(ValueError):
         self.report = report
 
 
+def _decode(raw: bytes, path, what: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataValidationError(f"{path}: {what} is not UTF-8 text (bad byte at offset {e.start})") from None
+
+
 def _read(path: str | Path) -> tuple[list, dict[int, BadRecord]]:
-    """Parse a JSON-list or JSONL file; unparseable JSONL lines become ``None``
+    """Parse a JSON-list or JSONL file; unparseable or non-UTF-8 JSONL lines become ``None``
     placeholders plus a :class:`BadRecord` (so indices stay aligned with the file)."""
-    text = Path(path).read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise DataValidationError(f"{path}: cannot read the data file: {e.strerror or e}") from None
+    if raw.lstrip().startswith(b"["):
+        text = _decode(raw, path, "the file")
         try:
             records = json.loads(text)
         except json.JSONDecodeError as e:
-            raise DataValidationError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}")
+            raise DataValidationError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        except RecursionError:
+            raise DataValidationError(f"{path}: JSON nested too deeply") from None
+        if not isinstance(records, list):
+            raise DataValidationError(f"{path}: expected a JSON list of records")
         return records, {}
     records, errors = [], {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            errors[len(records)] = BadRecord(len(records), f"invalid JSON on line {lineno}: {e.msg}", line=lineno)
+            records.append(json.loads(_decode(line, path, f"line {lineno}")))
+        except DataValidationError as e:
+            errors[len(records)] = BadRecord(len(records), str(e).split(": ", 1)[1], line=lineno)
+            records.append(None)
+        except (json.JSONDecodeError, RecursionError) as e:
+            msg = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
+            errors[len(records)] = BadRecord(len(records), f"invalid JSON on line {lineno}: {msg}", line=lineno)
             records.append(None)
     return records, errors
 
@@ -173,6 +192,23 @@ def check_audio_file(path: Path, deep: bool = False) -> str | None:
     return None
 
 
+def _text_problems(rec: dict) -> list[str]:
+    """Strings that cannot be written out as UTF-8 (lone surrogates, from ``\\udcxx``
+    escapes) or, for ``audio_id``, used as a path (a NUL byte)."""
+    problems = []
+    for key in REQUIRED_FIELDS + OPTIONAL_STR_FIELDS:
+        value = rec.get(key)
+        if not isinstance(value, str):
+            continue
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as e:
+            problems.append(f"field '{key}' is not valid Unicode (lone surrogate at character {e.start})")
+        if key == "audio_id" and "\x00" in value:
+            problems.append("field 'audio_id' contains a NUL byte")
+    return problems
+
+
 def _record_problems(rec, data_path, check_audio, deep, require_output, cache) -> list[str]:
     if not isinstance(rec, dict):
         return [f"record is not a JSON object (got {type(rec).__name__})"]
@@ -189,7 +225,10 @@ def _record_problems(rec, data_path, check_audio, deep, require_output, cache) -
     for key in OPTIONAL_STR_FIELDS:
         if key in rec and not isinstance(rec[key], str):
             problems.append(f"field '{key}' must be a string, got {type(rec[key]).__name__}")
+    problems += _text_problems(rec)
     aid = rec.get("audio_id")
+    if problems:
+        return problems
     if check_audio and isinstance(aid, str) and not is_text_only(aid):
         path = resolve_audio_path(aid, data_path)
         if path not in cache:
@@ -243,7 +282,8 @@ def select_records(path: str | Path, skip_bad: bool = False, report_dir: str | P
     report = validate_records(records, path, check_audio, deep, require_output, parse_errors)
     if report_dir is not None:
         report.to_json(Path(report_dir) / "data_validation_report.json")
-        (Path(report_dir) / "data_validation_report.txt").write_text(report.to_text() + "\n", encoding="utf-8")
+        (Path(report_dir) / "data_validation_report.txt").write_text(report.to_text() + "\n", encoding="utf-8",
+                                                                     errors="backslashreplace")
     if report.bad and not skip_bad:
         raise DataValidationError(
             f"{len(report.bad)} bad records in {path} (fix them or pass skip_bad to drop them)\n"

@@ -1,0 +1,7 @@
+"""``python -m fusionaudio.train``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
