@@ -6,10 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import os
-import socket
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,6 +13,8 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+
+from fusionaudio.serve.process import ServerProcess
 
 openai = pytest.importorskip("openai")
 
@@ -26,41 +24,11 @@ KEY = "test-key-123"
 MODEL = "fusionaudio-demo"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(args: list[str], port: int) -> subprocess.Popen:
-    """``fusionaudio serve`` in a subprocess; returns once /health answers."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "fusionaudio.cli", "serve", "--port", str(port), *args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited early:\n{proc.stdout.read()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError("server did not come up in 120 s")
-
-
 @pytest.fixture(scope="module")
 def server():
-    port = free_port()
-    proc = start_server(["--api_key", KEY, "--max_batch_size", "8", "--max_wait_ms", "100",
-                         "--max_audio_seconds", "20", "--max_tokens", "256", "--max_body_mb", "1"], port)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with ServerProcess("serve", ["--api_key", KEY, "--max_batch_size", "8", "--max_wait_ms", "100",
+                                 "--max_audio_seconds", "20", "--max_tokens", "256", "--max_body_mb", "1"]) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -44,12 +44,14 @@ def decode_base64(data: str, param: str) -> bytes:
     return raw
 
 
-def decode_audio(raw: bytes, fmt: str, param: str, max_seconds: float) -> DecodedAudio:
-    """Decode encoded audio bytes with soundfile; 400 for undecodable, mislabelled, empty or too long audio."""
+def decode_audio(raw: bytes, fmt: str | None, param: str, max_seconds: float) -> DecodedAudio:
+    """Decode encoded audio bytes with soundfile; 400 for undecodable, mislabelled, empty or too long audio.
+
+    ``fmt`` is the format the client declared (checked against the data), or None to accept any."""
     try:
         with sf.SoundFile(io.BytesIO(raw)) as f:
             container, rate, frames = f.format, f.samplerate, f.frames
-            if container not in _CONTAINERS[fmt]:
+            if fmt is not None and container not in _CONTAINERS[fmt]:
                 raise bad_request(f"{param}: format is {fmt!r} but the data is {container}", param=param,
                                   code="invalid_audio")
             if rate <= 0:
@@ -59,9 +61,9 @@ def decode_audio(raw: bytes, fmt: str, param: str, max_seconds: float) -> Decode
                                   f"{max_seconds:g} s", param=param, code="audio_too_long")
             data = f.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
-        raise bad_request(f"{param}: cannot decode the audio as {fmt} ({exc})", param=param,
+        raise bad_request(f"{param}: cannot decode the audio{f' as {fmt}' if fmt else ''} ({exc})", param=param,
                           code="invalid_audio") from exc
     if data.shape[0] == 0:
         raise bad_request(f"{param}: audio is empty (no samples)", param=param, code="invalid_audio")
     wave = torch.from_numpy(np.ascontiguousarray(data.T))
-    return DecodedAudio(wave, int(rate), fmt, hashlib.sha256(raw).hexdigest(), len(raw))
+    return DecodedAudio(wave, int(rate), fmt or container.lower(), hashlib.sha256(raw).hexdigest(), len(raw))

@@ -83,13 +83,17 @@ def build_job(backend, req: ChatCompletionRequest, limits: Limits) -> Job:
     """Check and decode one request (CPU work: run it off the event loop). Raises ApiError (4xx)."""
     settings = gen_settings(req, limits)
     question, part, param = question_and_audio(req)
+    raw = decode_base64(part.input_audio.data, param) if part is not None else None
+    return make_job(backend, question, raw, part.input_audio.format if part else None, settings, limits, param)
+
+
+def make_job(backend, question: str, raw: bytes | None, fmt: str | None, settings: GenSettings, limits: Limits,
+             param: str = "audio") -> Job:
+    """A :class:`Job` from a question and encoded audio bytes (the API and the web demo both use this)."""
     if len(question) > limits.max_question_chars:
-        raise bad_request(f"messages[0].content: question is {len(question)} characters, over the limit of "
-                          f"{limits.max_question_chars}", param="messages[0].content", code="context_length_exceeded")
-    audio = None
-    if part is not None:
-        raw = decode_base64(part.input_audio.data, param)
-        audio = decode_audio(raw, part.input_audio.format, param, limits.max_audio_seconds)
+        raise bad_request(f"question is {len(question)} characters, over the limit of {limits.max_question_chars}",
+                          param="messages[0].content", code="context_length_exceeded")
+    audio = decode_audio(raw, fmt, param, limits.max_audio_seconds) if raw is not None else None
     try:
         job = backend.prepare(question, audio)
     except AudioError as exc:

@@ -100,12 +100,13 @@ def demo_main(argv=None) -> int:
 
     def run():
         from .chat import Limits
-        from .web import build_demo
+        from .web import EXAMPLE_CLIP, build_demo
 
         backend = load_backend(args)
         demo = build_demo(backend, log_file=args.log_file,
                           limits=Limits(max_audio_seconds=args.max_audio_seconds, max_tokens=args.max_tokens))
         print(f"demo on http://{args.host}:{args.port}", file=sys.stderr)
-        demo.launch(server_name=args.host, server_port=args.port, share=args.share)
+        demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                    allowed_paths=[str(EXAMPLE_CLIP.parent)])
 
     return _guarded(run, args.debug)
