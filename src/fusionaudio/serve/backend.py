@@ -195,14 +195,20 @@ class GamaBackend:
 
 
 class AudSemBackend:
-    """AudSemThinker through ``AudSemThinkerInference.predict_batch``; structured sections parsed."""
+    """AudSemThinker through ``AudSemThinkerInference.predict_batch``; structured sections parsed.
+
+    ``predict_batch`` returns text only, so ``completion_tokens`` is the answer re-tokenized (capped at
+    ``max_tokens``) and ``finish_reason`` is "length" when that count reaches ``max_tokens``.
+    """
 
     arch = "audsemthinker"
-    max_audio_seconds = 30.0  # the public AudSemThinker evaluation cuts clips there
 
     def __init__(self, engine):
         self.engine = engine
         self.tokenizer = engine.processor.tokenizer
+        fe = engine.processor.feature_extractor
+        # the model hears at most the feature extractor's window (and the evaluation code cuts at 30 s)
+        self.model_audio_seconds = min(30.0, int(fe.n_samples) / int(fe.sampling_rate))
         self.num_audio_tokens = None
         self.context_length = int(getattr(engine.model.config.get_text_config(), "max_position_embeddings", 32768))
 
@@ -220,8 +226,9 @@ class AudSemBackend:
                 raise AudioError("audio contains non-finite samples (NaN or inf)")
             features = (wave.mean(dim=0).numpy().astype(np.float32), audio.sample_rate)
             info = {"duration_s": round(audio.duration_s, 3), "channels": wave.shape[0],
-                    "sample_rate": audio.sample_rate, "truncated": audio.duration_s > self.max_audio_seconds}
-            info["summary"] = f"{audio.duration_s:.2f} s, {wave.shape[0]} ch, {audio.sample_rate} Hz"
+                    "sample_rate": audio.sample_rate, "truncated": audio.duration_s > self.model_audio_seconds}
+            info["summary"] = f"{audio.duration_s:.2f} s, {wave.shape[0]} ch, {audio.sample_rate} Hz" + (
+                f", truncated to {self.model_audio_seconds:.2f} s" if info["truncated"] else "")
         prompt = self.prompt(question, features is not None)
         if features is None:
             prompt_tokens = len(self.tokenizer(prompt).input_ids)
@@ -250,8 +257,8 @@ class AudSemBackend:
         results = []
         for job, raw in zip(jobs, raws):
             raw_cut, stopped = _cut_at_stop(raw, job.settings.stop)
-            n = len(self.tokenizer(raw).input_ids)
-            reason = "stop" if stopped or n < s.max_tokens else "length"
+            n = min(len(self.tokenizer(raw).input_ids), s.max_tokens)
+            reason = "stop" if stopped or n < s.max_tokens else "length"  # approximate, see the class doc
             text = answer_text(raw_cut)
             if job.on_delta is not None and text:
                 job.on_delta(text)
