@@ -13,7 +13,7 @@ from fusionaudio.serve.backend import GamaBackend, GenSettings, Job, _cut_at_sto
 from fusionaudio.serve.batcher import Batcher
 
 CLIP = Path(__file__).resolve().parents[1] / "data" / "example" / "demo_clip.wav"
-GREEDY = GenSettings(do_sample=False, temperature=0.1, top_p=0.95, top_k=300, max_tokens=40)
+GREEDY = GenSettings(do_sample=False, temperature=0.1, top_p=0.95, top_k=300, max_tokens=16)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def job(question, fbank=None, settings=GREEDY, **kw):
 
 def test_adapter_batch_equals_the_inference_object(engine, backend, fbank):
     questions = ["Describe the audio.", "What is the main sound?", "How many sounds are there?"]
-    expected = engine.generate([Request(q, fbank) for q in questions], do_sample=False, max_new_tokens=40)
+    expected = engine.generate([Request(q, fbank) for q in questions], do_sample=False, max_new_tokens=GREEDY.max_tokens)
     results = backend.run([job(q, fbank) for q in questions])
     assert [r.text for r in results] == expected
     assert all(r.batch_size == 3 for r in results)
@@ -130,3 +130,19 @@ def test_seeded_sampling_is_reproducible(backend, fbank):
     torch.manual_seed(1)
     b = backend.run([job("Describe the audio.", fbank, seeded)])[0].text
     assert a == b
+
+
+def test_worker_waits_for_requests_still_being_decoded_but_not_for_nothing(backend, fbank):
+    import time
+
+    batcher = Batcher(backend, max_batch_size=8, max_wait_s=30.0).start()
+    try:
+        with batcher.preparing():  # a second request is still being decoded
+            first = batcher.submit(job("Describe the audio.", fbank))
+            time.sleep(0.3)
+            second = batcher.submit(job("What is the main sound?", fbank))
+        assert first.result(timeout=60).batch_size == 2 and second.result(timeout=60).batch_size == 2
+        # nothing else in preparation: a lone request does not sit out the 30 s max_wait
+        assert batcher.submit(job("Describe the audio.", fbank)).result(timeout=20).batch_size == 1
+    finally:
+        batcher.stop()

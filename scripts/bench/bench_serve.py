@@ -44,11 +44,11 @@ def clips() -> list[bytes]:
     return out
 
 
-def bodies(n: int, model: str, max_tokens: int, temperature: float) -> list[dict]:
+def bodies(n: int, model: str, max_tokens: int, temperature: float, questions: list[str]) -> list[dict]:
     audio = [base64.b64encode(c).decode() for c in clips()]
     return [{"model": model, "temperature": temperature, "max_tokens": max_tokens,
              "messages": [{"role": "user", "content": [
-                 {"type": "text", "text": QUESTIONS[i % len(QUESTIONS)]},
+                 {"type": "text", "text": questions[i % len(questions)]},
                  {"type": "input_audio", "input_audio": {"data": audio[i % len(audio)], "format": "wav"}}]}]}
             for i in range(n)]
 
@@ -91,34 +91,44 @@ def main() -> int:
     p.add_argument("--api_key", default=None)
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--requests", type=int, default=64)
-    p.add_argument("--max_tokens", type=int, default=48)
+    p.add_argument("--max_tokens", type=int, default=128, help="the demo model's answers end by ~70 tokens")
     p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--question", default=None, help="ask only this (default: a mix of four questions)")
     p.add_argument("--max_batch_size", type=int, default=8, help="for the server this script starts")
-    p.add_argument("--max_wait_ms", type=float, default=10.0, help="for the server this script starts")
+    p.add_argument("--max_wait_ms", type=float, default=50.0, help="for the server this script starts")
+    p.add_argument("--threads", type=int, default=None, help="torch threads of the server this script starts")
     args = p.parse_args()
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     server = None
     url = args.url
     if url is None:
         server = ServerProcess("serve", ["--max_batch_size", str(args.max_batch_size),
-                                         "--max_wait_ms", str(args.max_wait_ms)])
+                                         "--max_wait_ms", str(args.max_wait_ms)]
+                               + (["--threads", str(args.threads)] if args.threads else []))
         url = server.start()
     try:
-        reqs = bodies(args.requests, args.model, args.max_tokens, args.temperature)
+        reqs = bodies(args.requests, args.model, args.max_tokens, args.temperature,
+                      [args.question] if args.question else QUESTIONS)
         run(url, reqs[:2], 1, headers)  # warm-up
         seq = run(url, reqs, 1, headers)
+        before = httpx.get(f"{url}/health").json().get("batching", {})
         conc = run(url, reqs, args.clients, headers)
         batching = httpx.get(f"{url}/health").json().get("batching", {})
     finally:
         if server is not None:
             server.stop()
-    print(f"{args.requests} requests, max_tokens {args.max_tokens}, temperature {args.temperature}, {url}")
+    print(f"{args.requests} requests ({'one question' if args.question else 'four questions'} x 4 clips), max_tokens {args.max_tokens}, temperature {args.temperature}, "
+          f"server threads {args.threads or 'default'}, {url}")
     for name, r in (("sequential (1 client)", seq), (f"concurrent ({args.clients} clients)", conc)):
         print(f"{name:24s} {r['rps']:7.2f} req/s  p50 {r['p50'] * 1000:7.0f} ms  p95 {r['p95'] * 1000:7.0f} ms  "
               f"errors {r['errors']}  wall {r['wall']:.1f} s")
         if r["first_error"]:
             print(f"  first error: {r['first_error']}")
-    print(f"largest batch formed: {batching.get('largest_batch')}  (max_batch_size {batching.get('max_batch_size')})")
+    if batching:
+        n = batching["requests"] - before["requests"]
+        mean = n / max(1, batching["batches"] - before["batches"])
+        print(f"concurrent phase: mean batch {mean:.1f}, largest batch {batching['largest_batch']} "
+              f"(max_batch_size {batching['max_batch_size']}, max_wait_ms {batching['max_wait_ms']:g})")
     print(f"throughput ratio concurrent/sequential: {conc['rps'] / seq['rps']:.2f}x")
     return 1 if seq["errors"] or conc["errors"] else 0
 

@@ -36,7 +36,7 @@ class ServeConfig:
     api_key: str | None = None
     max_body_bytes: int = 16 * 1024 * 1024
     max_batch_size: int = 8
-    max_wait_ms: float = 10.0
+    max_wait_ms: float = 50.0
     limits: chat.Limits = field(default_factory=chat.Limits)
 
 
@@ -138,26 +138,28 @@ def create_app(backend, config: ServeConfig | None = None, batcher: Batcher | No
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         check_key(request)
-        req = _parse(await _read_body(request, config.max_body_bytes))
-        if req.model != config.model_id:
-            raise ApiError(404, f"model {req.model!r} does not exist; this server serves {config.model_id!r}",
-                           param="model", code="model_not_found")
-        job = await run_in_threadpool(chat.build_job, backend, req, config.limits)
+        loop = asyncio.get_running_loop()
+        pieces: asyncio.Queue = asyncio.Queue()
+        with batcher.preparing():  # submitted inside: the worker waits for it rather than start without it
+            req = _parse(await _read_body(request, config.max_body_bytes))
+            if req.model != config.model_id:
+                raise ApiError(404, f"model {req.model!r} does not exist; this server serves {config.model_id!r}",
+                               param="model", code="model_not_found")
+            job = await run_in_threadpool(chat.build_job, backend, req, config.limits)
+            if req.stream:
+                job.on_delta = lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text)
+            fut = batcher.submit(job)
         if req.stream:
+            fut.add_done_callback(lambda _f: loop.call_soon_threadsafe(pieces.put_nowait, _DONE))
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_stream(job, include_usage), media_type="text/event-stream")
+            return StreamingResponse(_stream(job, fut, pieces, include_usage), media_type="text/event-stream")
         try:
-            result = await asyncio.wrap_future(batcher.submit(job))
+            result = await asyncio.wrap_future(fut)
         except Exception as exc:  # noqa: BLE001 - the error of this request only
             raise chat.server_error(exc) from exc
         return chat.completion(backend, config.model_id, job, result)
 
-    async def _stream(job, include_usage: bool):
-        loop = asyncio.get_running_loop()
-        pieces: asyncio.Queue = asyncio.Queue()
-        job.on_delta = lambda text: loop.call_soon_threadsafe(pieces.put_nowait, text)
-        fut = batcher.submit(job)
-        fut.add_done_callback(lambda _f: loop.call_soon_threadsafe(pieces.put_nowait, _DONE))
+    async def _stream(job, fut, pieces: asyncio.Queue, include_usage: bool):
         cid, created, mid = chat.new_id(), int(time.time()), config.model_id
 
         def event(obj) -> str:

@@ -1,7 +1,9 @@
 """Dynamic batching: requests that arrive while the model is busy share one batched generate.
 
-One worker thread owns the model. It takes the first waiting job, then gathers more for at most
-``max_wait_s`` (or until ``max_batch_size``), groups compatible jobs (the backend's
+One worker thread owns the model. It takes the first waiting job, then gathers more while other
+requests are still being decoded (announced with :meth:`Batcher.preparing`) or already queued, for
+at most ``max_wait_s`` (or until ``max_batch_size``); a lone request starts at once. It groups
+compatible jobs (the backend's
 ``batch_key``: same kind of input and sampling settings) and runs each group as one generate.
 Under greedy decoding every answer equals the same request run alone (left padding, rows
 independent). If a batched generate raises, its jobs are retried one by one so that only the
@@ -15,6 +17,7 @@ import queue
 import threading
 import time
 from concurrent.futures import Future
+from contextlib import contextmanager
 
 log = logging.getLogger("fusionaudio.serve")
 
@@ -31,6 +34,7 @@ class Batcher:
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._preparing = 0  # requests accepted but still being decoded (they will be submitted soon)
         self.stats = {"requests": 0, "batches": 0, "largest_batch": 0, "failed": 0, "retried_batches": 0}
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -59,6 +63,17 @@ class Batcher:
     def queued(self) -> int:
         return self._queue.qsize()
 
+    @contextmanager
+    def preparing(self):
+        """Wrap the decoding of a request: the worker waits (up to ``max_wait_s``) for it to join a batch."""
+        with self._lock:
+            self._preparing += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._preparing -= 1
+
     # -- worker ---------------------------------------------------------------------------------
     def _collect(self) -> list | None:
         first = self._queue.get()
@@ -69,8 +84,13 @@ class Batcher:
         while len(items) < self.max_batch_size:
             remaining = deadline - time.monotonic()
             try:
-                item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                if remaining > 0 and self._preparing > 0:
+                    item = self._queue.get(timeout=min(remaining, 0.002))
+                else:
+                    item = self._queue.get_nowait()
             except queue.Empty:
+                if remaining > 0 and self._preparing > 0:
+                    continue
                 break
             if item is _STOP:
                 self._queue.put(_STOP)

@@ -17,6 +17,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--max_audio_seconds", type=float, default=60.0)
     p.add_argument("--max_tokens", type=int, default=1024, help="most new tokens a request may ask for")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice); "
+                   "1 is much faster on a machine whose cores are busy with other work")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -28,7 +30,7 @@ def serve_parser() -> argparse.ArgumentParser:
                    "the --base_model folder name)")
     p.add_argument("--api_key", default=None, help="require 'Authorization: Bearer KEY'")
     p.add_argument("--max_batch_size", type=int, default=8)
-    p.add_argument("--max_wait_ms", type=float, default=10.0, help="how long to gather a batch after its first request")
+    p.add_argument("--max_wait_ms", type=float, default=50.0, help="how long to gather a batch after its first request")
     p.add_argument("--max_body_mb", type=float, default=16.0)
     return p
 
@@ -48,6 +50,10 @@ def load_backend(args):
 
     from .backend import make_backend
 
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     device, note = resolve_device(args.device)
     if note:
         print(note, file=sys.stderr)
