@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import os
 import statistics
 import sys
 import time
@@ -96,6 +97,7 @@ def main() -> int:
     p.add_argument("--question", default=None, help="ask only this (default: a mix of four questions)")
     p.add_argument("--max_batch_size", type=int, default=8, help="for the server this script starts")
     p.add_argument("--max_wait_ms", type=float, default=50.0, help="for the server this script starts")
+    p.add_argument("--min_wait_ms", type=float, default=20.0, help="for the server this script starts")
     p.add_argument("--threads", type=int, default=None, help="torch threads of the server this script starts")
     args = p.parse_args()
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
@@ -103,7 +105,7 @@ def main() -> int:
     url = args.url
     if url is None:
         server = ServerProcess("serve", ["--max_batch_size", str(args.max_batch_size),
-                                         "--max_wait_ms", str(args.max_wait_ms)]
+                                         "--max_wait_ms", str(args.max_wait_ms), "--min_wait_ms", str(args.min_wait_ms)]
                                + (["--threads", str(args.threads)] if args.threads else []))
         url = server.start()
     try:
@@ -128,8 +130,10 @@ def main() -> int:
         n = batching["requests"] - before["requests"]
         mean = n / max(1, batching["batches"] - before["batches"])
         print(f"concurrent phase: mean batch {mean:.1f}, largest batch {batching['largest_batch']} "
-              f"(max_batch_size {batching['max_batch_size']}, max_wait_ms {batching['max_wait_ms']:g})")
+              f"(max_batch_size {batching['max_batch_size']}, max_wait_ms {batching['max_wait_ms']:g}, "
+              f"min_wait_ms {batching.get('min_wait_ms', 0):g})")
     print(f"throughput ratio concurrent/sequential: {conc['rps'] / seq['rps']:.2f}x")
+    print(f"machine: {os.cpu_count()} CPUs, 1-min load average at the end {os.getloadavg()[0]:.1f}")
     return 1 if seq["errors"] or conc["errors"] else 0
 
 

@@ -37,6 +37,7 @@ class ServeConfig:
     max_body_bytes: int = 16 * 1024 * 1024
     max_batch_size: int = 8
     max_wait_ms: float = 50.0
+    min_wait_ms: float = 20.0
     limits: chat.Limits = field(default_factory=chat.Limits)
 
 
@@ -79,7 +80,8 @@ def _parse(body: bytes) -> ChatCompletionRequest:
 def create_app(backend, config: ServeConfig | None = None, batcher: Batcher | None = None) -> FastAPI:
     """The API app for ``backend`` (see :func:`fusionaudio.serve.backend.make_backend`)."""
     config = config or ServeConfig()
-    batcher = batcher or Batcher(backend, config.max_batch_size, config.max_wait_ms / 1000)
+    batcher = batcher or Batcher(backend, config.max_batch_size, config.max_wait_ms / 1000,
+                                  config.min_wait_ms / 1000)
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -117,7 +119,8 @@ def create_app(backend, config: ServeConfig | None = None, batcher: Batcher | No
     async def health():
         return {"status": "ok" if batcher.alive else "stopped", "model": config.model_id, "arch": backend.arch,
                 "queued": batcher.queued(), "batching": {"max_batch_size": batcher.max_batch_size,
-                                                         "max_wait_ms": config.max_wait_ms, **batcher.stats}}
+                                                         "max_wait_ms": config.max_wait_ms,
+                                                         "min_wait_ms": config.min_wait_ms, **batcher.stats}}
 
     def model_card() -> dict:
         return {"id": config.model_id, "object": "model", "created": 0, "owned_by": "fusionaudio"}

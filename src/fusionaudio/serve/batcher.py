@@ -2,7 +2,8 @@
 
 One worker thread owns the model. It takes the first waiting job, then gathers more while other
 requests are still being decoded (announced with :meth:`Batcher.preparing`) or already queued, for
-at most ``max_wait_s`` (or until ``max_batch_size``); a lone request starts at once. It groups
+at most ``max_wait_s`` (or until ``max_batch_size``), and in any case for ``min_wait_s`` (default 0:
+a lone request starts at once). It groups
 compatible jobs (the backend's
 ``batch_key``: same kind of input and sampling settings) and runs each group as one generate.
 Under greedy decoding every answer equals the same request run alone (left padding, rows
@@ -25,12 +26,15 @@ _STOP = object()
 
 
 class Batcher:
-    def __init__(self, backend, max_batch_size: int = 8, max_wait_s: float = 0.01):
+    def __init__(self, backend, max_batch_size: int = 8, max_wait_s: float = 0.05, min_wait_s: float = 0.0):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         if max_wait_s < 0:
             raise ValueError(f"max_wait_s must be >= 0, got {max_wait_s}")
+        if not 0 <= min_wait_s <= max_wait_s:
+            raise ValueError(f"min_wait_s must be in [0, max_wait_s], got {min_wait_s}")
         self.backend, self.max_batch_size, self.max_wait_s = backend, max_batch_size, max_wait_s
+        self.min_wait_s = min_wait_s
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -80,16 +84,14 @@ class Batcher:
         if first is _STOP:
             return None
         items = [first]
-        deadline = time.monotonic() + self.max_wait_s
+        start = time.monotonic()
         while len(items) < self.max_batch_size:
-            remaining = deadline - time.monotonic()
+            elapsed = time.monotonic() - start
+            wait = elapsed < self.max_wait_s and (self._preparing > 0 or elapsed < self.min_wait_s)
             try:
-                if remaining > 0 and self._preparing > 0:
-                    item = self._queue.get(timeout=min(remaining, 0.002))
-                else:
-                    item = self._queue.get_nowait()
+                item = self._queue.get(timeout=0.002) if wait else self._queue.get_nowait()
             except queue.Empty:
-                if remaining > 0 and self._preparing > 0:
+                if wait:
                     continue
                 break
             if item is _STOP:

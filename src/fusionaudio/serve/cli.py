@@ -30,7 +30,10 @@ def serve_parser() -> argparse.ArgumentParser:
                    "the --base_model folder name)")
     p.add_argument("--api_key", default=None, help="require 'Authorization: Bearer KEY'")
     p.add_argument("--max_batch_size", type=int, default=8)
-    p.add_argument("--max_wait_ms", type=float, default=50.0, help="how long to gather a batch after its first request")
+    p.add_argument("--max_wait_ms", type=float, default=50.0,
+                   help="longest wait for requests still being decoded to join a batch")
+    p.add_argument("--min_wait_ms", type=float, default=20.0,
+                   help="shortest wait after a batch's first request (0: a lone request starts at once)")
     p.add_argument("--max_body_mb", type=float, default=16.0)
     return p
 
@@ -92,7 +95,7 @@ def serve_main(argv=None) -> int:
         backend = load_backend(args)
         config = ServeConfig(model_id=default_model_name(args), api_key=args.api_key,
                              max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_batch_size=args.max_batch_size,
-                             max_wait_ms=args.max_wait_ms,
+                             max_wait_ms=args.max_wait_ms, min_wait_ms=args.min_wait_ms,
                              limits=Limits(max_audio_seconds=args.max_audio_seconds, max_tokens=args.max_tokens))
         print(f"serving {config.model_id!r} ({backend.arch}) on http://{args.host}:{args.port}/v1", file=sys.stderr)
         uvicorn.run(create_app(backend, config), host=args.host, port=args.port, log_level="warning")
