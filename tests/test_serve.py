@@ -26,7 +26,8 @@ MODEL = "fusionaudio-demo"
 
 @pytest.fixture(scope="module")
 def server():
-    with ServerProcess("serve", ["--api_key", KEY, "--max_batch_size", "8", "--max_wait_ms", "100",
+    # one torch thread: the test process and the server share the CPU cores
+    with ServerProcess("serve", ["--api_key", KEY, "--threads", "1", "--max_batch_size", "8", "--max_wait_ms", "100",
                                  "--max_audio_seconds", "20", "--max_tokens", "256", "--max_body_mb", "1"]) as url:
         yield url
 

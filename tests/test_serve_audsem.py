@@ -19,6 +19,8 @@ CLIP = Path(__file__).resolve().parents[1] / "data" / "example" / "demo_clip.wav
 MODEL = "tiny-audsem"
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     return AudSemThinkerInference(build_tiny_checkpoint(tmp_path_factory.mktemp("audsem") / "thinker", seed=0))

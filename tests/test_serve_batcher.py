@@ -16,6 +16,8 @@ CLIP = Path(__file__).resolve().parents[1] / "data" / "example" / "demo_clip.wav
 GREEDY = GenSettings(do_sample=False, temperature=0.1, top_p=0.95, top_k=300, max_tokens=16)
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 @pytest.fixture(scope="module")
 def engine():
     return create_inference("gama")

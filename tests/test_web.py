@@ -24,6 +24,7 @@ CLIP = REPO / "data" / "example" / "demo_clip.wav"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------------------ handler, in process
@@ -69,7 +70,7 @@ def _browser_or_skip():
 @pytest.fixture(scope="module")
 def demo_url(tmp_path_factory):
     log = tmp_path_factory.mktemp("demo_server") / "requests.jsonl"
-    with ServerProcess("demo", ["--log_file", str(log)], ready_path="/") as url:
+    with ServerProcess("demo", ["--log_file", str(log), "--threads", "1"], ready_path="/") as url:
         yield url, log
 
 

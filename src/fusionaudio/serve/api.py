@@ -77,6 +77,51 @@ def _parse(body: bytes) -> ChatCompletionRequest:
         raise _validation_error(exc) from exc
 
 
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_request, exc: ApiError):
+        return _error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request, exc: StarletteHTTPException):
+        kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
+        return _error_response(ApiError(exc.status_code, str(exc.detail), type=kind))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request, exc: Exception):
+        log.exception("unexpected error")
+        return _error_response(chat.server_error(exc))
+
+
+def _check_key(api_key: str | None, request: Request) -> None:
+    if api_key is None:
+        return
+    given = request.headers.get("authorization", "")
+    if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), api_key.encode())):
+        raise ApiError(401, "missing or wrong API key (send 'Authorization: Bearer <key>')", code="invalid_api_key")
+
+
+async def _stream(backend, model_id: str, job, fut, pieces: asyncio.Queue, include_usage: bool):
+    """Server-sent events as OpenAI sends them: role, content deltas, finish, [usage], [DONE]."""
+    cid, created = chat.new_id(), int(time.time())
+
+    def event(obj) -> str:
+        return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+    yield event(chat.chunk(cid, created, model_id, {"role": "assistant", "content": ""}))
+    while (piece := await pieces.get()) is not _DONE:
+        yield event(chat.chunk(cid, created, model_id, {"content": piece}))
+    if fut.exception() is not None:
+        yield event(chat.server_error(fut.exception()).body())
+    else:
+        result = fut.result()
+        yield event(chat.chunk(cid, created, model_id, {}, result.finish_reason,
+                               extra=chat.extension(backend, job, result)))
+        if include_usage:
+            yield event(chat.chunk(cid, created, model_id, None, usage_=chat.usage(job, result)))
+    yield "data: [DONE]\n\n"
+
+
 def create_app(backend, config: ServeConfig | None = None, batcher: Batcher | None = None) -> FastAPI:
     """The API app for ``backend`` (see :func:`fusionaudio.serve.backend.make_backend`)."""
     config = config or ServeConfig()
@@ -93,27 +138,10 @@ def create_app(backend, config: ServeConfig | None = None, batcher: Batcher | No
                   lifespan=lifespan)
     app.state.batcher, app.state.backend, app.state.config = batcher, backend, config
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_request, exc: ApiError):
-        return _error_response(exc)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_request, exc: StarletteHTTPException):
-        kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
-        return _error_response(ApiError(exc.status_code, str(exc.detail), type=kind))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_request, exc: Exception):
-        log.exception("unexpected error")
-        return _error_response(chat.server_error(exc))
+    _install_error_handlers(app)
 
     def check_key(request: Request) -> None:
-        if config.api_key is None:
-            return
-        given = request.headers.get("authorization", "")
-        if not (given.startswith("Bearer ") and hmac.compare_digest(given[7:].encode(), config.api_key.encode())):
-            raise ApiError(401, "missing or wrong API key (send 'Authorization: Bearer <key>')",
-                           code="invalid_api_key")
+        _check_key(config.api_key, request)
 
     @app.get("/health")
     async def health():
@@ -155,30 +183,12 @@ def create_app(backend, config: ServeConfig | None = None, batcher: Batcher | No
         if req.stream:
             fut.add_done_callback(lambda _f: loop.call_soon_threadsafe(pieces.put_nowait, _DONE))
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_stream(job, fut, pieces, include_usage), media_type="text/event-stream")
+            return StreamingResponse(_stream(backend, config.model_id, job, fut, pieces, include_usage),
+                                     media_type="text/event-stream")
         try:
             result = await asyncio.wrap_future(fut)
         except Exception as exc:  # noqa: BLE001 - the error of this request only
             raise chat.server_error(exc) from exc
         return chat.completion(backend, config.model_id, job, result)
-
-    async def _stream(job, fut, pieces: asyncio.Queue, include_usage: bool):
-        cid, created, mid = chat.new_id(), int(time.time()), config.model_id
-
-        def event(obj) -> str:
-            return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
-
-        yield event(chat.chunk(cid, created, mid, {"role": "assistant", "content": ""}))
-        while (piece := await pieces.get()) is not _DONE:
-            yield event(chat.chunk(cid, created, mid, {"content": piece}))
-        if fut.exception() is not None:
-            yield event(chat.server_error(fut.exception()).body())
-        else:
-            result = fut.result()
-            yield event(chat.chunk(cid, created, mid, {}, result.finish_reason,
-                                   extra=chat.extension(backend, job, result)))
-            if include_usage:
-                yield event(chat.chunk(cid, created, mid, None, usage_=chat.usage(job, result)))
-        yield "data: [DONE]\n\n"
 
     return app
