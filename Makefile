@@ -8,7 +8,7 @@ VENV_FLAGS  ?=
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean serve web
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -21,6 +21,12 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) quick_inference.py --audio data/example/demo_clip.wav --question "Describe the audio." --seed 0
+
+serve: $(STAMP)   # OpenAI-compatible API on 127.0.0.1:8000 (docs/serving.md); SERVE_ARGS="--port 9000 ..."
+	$(PY) -m fusionaudio.cli serve $(SERVE_ARGS)
+
+web: $(STAMP)     # Gradio demo on 127.0.0.1:7860; WEB_ARGS="--base_model DIR ..."
+	$(PY) -m fusionaudio.cli demo $(WEB_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -57,3 +57,15 @@ def audio_files(tmp_path_factory) -> list[Path]:
     d = tmp_path_factory.mktemp("audio")
     return [write_tone(d / "a.wav", 2.0, 440.0), write_tone(d / "b.wav", 4.5, 2000.0, sr=22050),
             write_tone(d / "c.flac", 1.0, 150.0, sr=44100, channels=2)]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Generation with the tiny models is overhead-bound: one thread is as fast, and far faster
+    when other processes (a test server, other jobs) share the cores. Restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -149,7 +149,7 @@ def quick_inference_main(argv=None) -> int:
 
 
 def main(argv=None) -> int:
-    """``fusionaudio convert|quick ...``"""
+    """``fusionaudio convert|quick|serve|demo ...``"""
     parser = argparse.ArgumentParser(prog="fusionaudio")
     sub = parser.add_subparsers(dest="command", required=True)
     conv = sub.add_parser("convert", help="rewrite a reference checkpoint into this project's safetensors layout")
@@ -159,9 +159,15 @@ def main(argv=None) -> int:
     conv.add_argument("--dtype", default="float32")
     conv.add_argument("--debug", action="store_true")
     sub.add_parser("quick", help="same as quick_inference.py", add_help=False)
+    sub.add_parser("serve", help="OpenAI-compatible HTTP API (fusionaudio serve --help)", add_help=False)
+    sub.add_parser("demo", help="Gradio web demo (fusionaudio demo --help)", add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["quick"]:
         return quick_inference_main(argv[1:])
+    if argv[:1] in (["serve"], ["demo"]):
+        from .serve import cli as serve_cli
+
+        return (serve_cli.serve_main if argv[0] == "serve" else serve_cli.demo_main)(argv[1:])
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "convert":

@@ -1,0 +1,278 @@
+"""Adapters from the public inference objects to what a server needs per request.
+
+A server needs more than ``generate(requests) -> list[str]``: token counts for ``usage``, a
+``finish_reason``, per-request ``max_tokens`` and ``stop`` inside one batch, and text deltas for
+streaming. :class:`GamaBackend` gets them with one ``StoppingCriteria`` that watches every row of
+a batched generate (built from the inference object's public ``model``, ``tokenizer``,
+``template`` and ``generation_config``). :class:`AudSemBackend` wraps
+``AudSemThinkerInference.predict_batch`` (answers arrive whole; the server writes the decoded
+audio to its own temporary files, never to or from a client-given path).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import soundfile as sf
+import torch
+
+from fusionaudio.audio import AudioError, AudioInfo, waveform_to_fbank
+from fusionaudio.prompts import build_prompt
+from fusionaudio.structured import answer_text, parse_structured
+
+from .audio_input import DecodedAudio
+
+
+@dataclass(frozen=True)
+class GenSettings:
+    do_sample: bool
+    temperature: float
+    top_p: float
+    top_k: int
+    max_tokens: int
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Job:
+    """One chat request, decoded and checked, waiting for the model."""
+
+    question: str
+    features: object = None  # GAMA: fbank [1024, 128]; AudSemThinker: (mono float32 array, rate)
+    prompt_tokens: int = 0
+    audio_info: dict | None = None
+    settings: GenSettings | None = None  # set by the API from the request's sampling fields
+    on_delta: Callable[[str], None] | None = None  # streaming: called with each new piece of text
+    emitted: str = ""  # text already streamed (a retried job does not repeat it)
+
+    @property
+    def has_audio(self) -> bool:
+        return self.features is not None
+
+
+@dataclass
+class Result:
+    text: str  # what the client sees as message.content
+    raw: str  # the model's whole output
+    completion_tokens: int
+    finish_reason: str  # "stop" | "length"
+    structured: dict | None = None
+    batch_size: int = 1
+    extra: dict = field(default_factory=dict)
+
+
+def info_dict(info: AudioInfo) -> dict:
+    return {"duration_s": round(info.duration_s, 3), "channels": info.channels, "sample_rate": info.sample_rate,
+            "truncated": info.truncated, "summary": info.summary()}
+
+
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
+    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
+    return (text[:min(hits)], True) if hits else (text, False)
+
+
+def _held_back(text: str, stops: tuple[str, ...]) -> int:
+    """Characters at the end of ``text`` that may still become a stop string (not streamed yet)."""
+    keep = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:n]):
+                keep = max(keep, n)
+                break
+    return keep
+
+
+class _Row:
+    def __init__(self, job: Job):
+        self.job, self.ids, self.done, self.reason, self.eos = job, [], False, "length", False
+
+
+class BatchWatcher:
+    """A per-row ``StoppingCriteria``: own ``max_tokens`` and ``stop`` strings, streaming deltas."""
+
+    def __init__(self, jobs: list[Job], tokenizer, eos_id: int):
+        self.rows, self.tok, self.eos_id = [_Row(j) for j in jobs], tokenizer, eos_id
+
+    def _text(self, row: _Row) -> tuple[str, bool]:
+        text = self.tok.decode(row.ids, skip_special_tokens=True).lstrip()
+        return _cut_at_stop(text, row.job.settings.stop)
+
+    def _emit(self, row: _Row, final: bool) -> None:
+        job = row.job
+        if job.on_delta is None:
+            return
+        text, _ = self._text(row)
+        if final:
+            text = text.strip()
+        else:
+            text = text.rstrip().rstrip("\ufffd")  # trailing blanks / half a character may still change
+            text = text[:len(text) - _held_back(text, job.settings.stop)]
+        if text.startswith(job.emitted) and len(text) > len(job.emitted):
+            delta, job.emitted = text[len(job.emitted):], text
+            job.on_delta(delta)
+
+    def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
+        last = input_ids[:, -1].tolist()
+        for row, token in zip(self.rows, last):
+            if row.done:
+                continue
+            if token == self.eos_id:
+                row.done, row.reason, row.eos = True, "stop", True
+                continue
+            row.ids.append(token)
+            _, stopped = self._text(row) if row.job.settings.stop else ("", False)
+            if stopped:
+                row.done, row.reason = True, "stop"
+            elif len(row.ids) >= row.job.settings.max_tokens:
+                row.done = True
+            self._emit(row, final=False)
+        return torch.tensor([r.done for r in self.rows], dtype=torch.bool, device=input_ids.device)
+
+    def results(self) -> list[Result]:
+        out = []
+        for row in self.rows:
+            self._emit(row, final=True)
+            text = self._text(row)[0].strip()
+            out.append(Result(text, text, len(row.ids) + row.eos, row.reason, batch_size=len(self.rows)))
+        return out
+
+
+class GamaBackend:
+    """GAMA / FusionAudio through :class:`fusionaudio.inference.FusionAudioInference`."""
+
+    arch = "gama"
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
+        self.num_audio_tokens = int(engine.model.num_audio_tokens)
+        self.context_length = int(engine.model.llm.config.max_position_embeddings)
+
+    def prompt(self, question: str) -> str:
+        return build_prompt(question, None, template=self.engine.template)
+
+    def prepare(self, question: str, audio: DecodedAudio | None) -> Job:
+        """Features and prompt size of one request; raises AudioError for unusable audio."""
+        fbank = info = None
+        if audio is not None:
+            fbank, info = waveform_to_fbank(audio.waveform, audio.sample_rate, return_info=True)
+            if not torch.isfinite(fbank).all():
+                raise AudioError("audio gives non-finite features")
+        prompt_tokens = len(self.tokenizer(self.prompt(question)).input_ids)
+        prompt_tokens += self.num_audio_tokens if fbank is not None else 0
+        return Job(question, fbank, prompt_tokens, None if info is None else info_dict(info))
+
+    def batch_key(self, job: Job):
+        """Jobs with equal keys share one generate; ``None``: the job runs alone (seeded sampling)."""
+        s = job.settings
+        if s.do_sample and s.seed is not None:
+            return None
+        return (job.has_audio, s.do_sample) + ((s.temperature, s.top_p, s.top_k) if s.do_sample else ())
+
+    @torch.no_grad()
+    def run(self, jobs: list[Job]) -> list[Result]:
+        from transformers import StoppingCriteriaList
+
+        s = jobs[0].settings
+        gen = dict(do_sample=s.do_sample, max_new_tokens=max(j.settings.max_tokens for j in jobs))
+        if s.do_sample:
+            gen.update(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
+        config = self.engine.generation_config(**gen)
+        enc = self.tokenizer([self.prompt(j.question) for j in jobs], return_tensors="pt", padding=True)
+        device = self.engine.device
+        audio = torch.stack([j.features for j in jobs]).to(device) if jobs[0].has_audio else None
+        watcher = BatchWatcher(jobs, self.tokenizer, self.tokenizer.eos_token_id)
+        if s.do_sample and s.seed is not None:
+            torch.manual_seed(s.seed)
+        self.engine.model.generate(enc.input_ids.to(device), enc.attention_mask.to(device), audio,
+                                   generation_config=config, stopping_criteria=StoppingCriteriaList([watcher]))
+        return watcher.results()
+
+
+class AudSemBackend:
+    """AudSemThinker through ``AudSemThinkerInference.predict_batch``; structured sections parsed.
+
+    ``predict_batch`` returns text only, so ``completion_tokens`` is the answer re-tokenized (capped at
+    ``max_tokens``) and ``finish_reason`` is "length" when that count reaches ``max_tokens``.
+    """
+
+    arch = "audsemthinker"
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.tokenizer = engine.processor.tokenizer
+        fe = engine.processor.feature_extractor
+        # the model hears at most the feature extractor's window (and the evaluation code cuts at 30 s)
+        self.model_audio_seconds = min(30.0, int(fe.n_samples) / int(fe.sampling_rate))
+        self.num_audio_tokens = None
+        self.context_length = int(getattr(engine.model.config.get_text_config(), "max_position_embeddings", 32768))
+
+    def prompt(self, question: str, has_audio: bool) -> str:
+        from fusionaudio.audsem.model import build_conversation
+
+        messages = build_conversation(self.engine.instruction(question), has_audio, self.engine.system_prompt)
+        return self.engine.processor.apply_chat_template(messages, add_generation_prompt=True)
+
+    def prepare(self, question: str, audio: DecodedAudio | None) -> Job:
+        features = info = None
+        if audio is not None:
+            wave = audio.waveform
+            if not torch.isfinite(wave).all():
+                raise AudioError("audio contains non-finite samples (NaN or inf)")
+            features = (wave.mean(dim=0).numpy().astype(np.float32), audio.sample_rate)
+            info = {"duration_s": round(audio.duration_s, 3), "channels": wave.shape[0],
+                    "sample_rate": audio.sample_rate, "truncated": audio.duration_s > self.model_audio_seconds}
+            info["summary"] = f"{audio.duration_s:.2f} s, {wave.shape[0]} ch, {audio.sample_rate} Hz" + (
+                f", truncated to {self.model_audio_seconds:.2f} s" if info["truncated"] else "")
+        prompt = self.prompt(question, features is not None)
+        if features is None:
+            prompt_tokens = len(self.tokenizer(prompt).input_ids)
+        else:
+            from fusionaudio.audsem.model import load_audio
+
+            with tempfile.TemporaryDirectory(prefix="fusionaudio-serve-") as tmp:
+                path = _write_wav(Path(tmp), 0, features)
+                wave16k = load_audio(path, self.engine.processor.sampling_rate, resampler=self.engine.resampler)
+            prompt_tokens = int(self.engine.processor([prompt], audio=[wave16k])["input_ids"].shape[1])
+        return Job(question, features, prompt_tokens, info)
+
+    def batch_key(self, job: Job):
+        s = job.settings
+        if s.do_sample and s.seed is not None:
+            return None
+        return (job.has_audio, s.do_sample, s.max_tokens) + ((s.temperature, s.top_p, s.top_k) if s.do_sample else ())
+
+    def run(self, jobs: list[Job]) -> list[Result]:
+        s = jobs[0].settings
+        with tempfile.TemporaryDirectory(prefix="fusionaudio-serve-") as tmp:
+            paths = [None if j.features is None else _write_wav(Path(tmp), i, j.features) for i, j in enumerate(jobs)]
+            raws = self.engine.predict_batch(paths, [j.question for j in jobs], batch_size=len(jobs), seed=s.seed,
+                                             temperature=s.temperature if s.do_sample else 1.0, top_p=s.top_p,
+                                             top_k=s.top_k, max_new_tokens=s.max_tokens, do_sample=s.do_sample)
+        results = []
+        for job, raw in zip(jobs, raws):
+            raw_cut, stopped = _cut_at_stop(raw, job.settings.stop)
+            n = min(len(self.tokenizer(raw).input_ids), s.max_tokens)
+            reason = "stop" if stopped or n < s.max_tokens else "length"  # approximate, see the class doc
+            text = answer_text(raw_cut)
+            if job.on_delta is not None and text:
+                job.on_delta(text)
+            results.append(Result(text, raw_cut, n, reason, parse_structured(raw_cut), batch_size=len(jobs)))
+        return results
+
+
+def _write_wav(folder: Path, index: int, features) -> str:
+    wave, rate = features
+    path = folder / f"{index}.wav"
+    sf.write(str(path), wave, rate, subtype="FLOAT")
+    return str(path)
+
+
+def make_backend(engine):
+    """The adapter for an object made by :func:`fusionaudio.inference.create_inference`."""
+    return AudSemBackend(engine) if getattr(engine, "arch", "gama") == "audsemthinker" else GamaBackend(engine)

@@ -1,0 +1,121 @@
+"""``fusionaudio serve`` (the HTTP API) and ``fusionaudio demo`` (the Gradio page)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base_model", help="model directory (either family); default: the bundled demo model")
+    p.add_argument("--model_path", help="fine-tuned checkpoint / LoRA adapter on top of --base_model")
+    p.add_argument("--arch", default="auto", choices=["auto", "gama", "audsemthinker"])
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (falls back to cpu without CUDA)")
+    p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: float32 on CPU)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--max_audio_seconds", type=float, default=60.0)
+    p.add_argument("--max_tokens", type=int, default=1024, help="most new tokens a request may ask for")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice); "
+                   "1 is much faster on a machine whose cores are busy with other work")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fusionaudio serve", description="OpenAI-compatible audio chat API")
+    _model_args(p)
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--model_name", default=None, help="the model id clients send (default: fusionaudio-demo, or "
+                   "the --base_model folder name)")
+    p.add_argument("--api_key", default=None, help="require 'Authorization: Bearer KEY'")
+    p.add_argument("--max_batch_size", type=int, default=8)
+    p.add_argument("--max_wait_ms", type=float, default=50.0,
+                   help="longest wait for requests still being decoded to join a batch")
+    p.add_argument("--min_wait_ms", type=float, default=20.0,
+                   help="shortest wait after a batch's first request (0: a lone request starts at once)")
+    p.add_argument("--max_body_mb", type=float, default=16.0)
+    return p
+
+
+def demo_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fusionaudio demo", description="Gradio web demo")
+    _model_args(p)
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--log_file", default="logs/demo_requests.jsonl", help="one JSON line per request")
+    p.add_argument("--share", action="store_true", help="ask Gradio for a public link (needs internet)")
+    return p
+
+
+def load_backend(args):
+    """Load the model named by the common flags and wrap it (see :mod:`.backend`)."""
+    from fusionaudio.inference import create_inference, resolve_device
+
+    from .backend import make_backend
+
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    device, note = resolve_device(args.device)
+    if note:
+        print(note, file=sys.stderr)
+    dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
+    engine = create_inference(args.arch, args.base_model, args.model_path, device=device, dtype=dtype)
+    return make_backend(engine)
+
+
+def default_model_name(args) -> str:
+    return args.model_name or (Path(args.base_model).resolve().name if args.base_model else "fusionaudio-demo")
+
+
+def _guarded(fn, debug: bool) -> int:
+    try:
+        fn()
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one clear line for start-up errors
+        if debug:
+            raise
+        print(f"error: {type(exc).__name__}: {exc}".splitlines()[0][:2000], file=sys.stderr)
+        return 2
+
+
+def serve_main(argv=None) -> int:
+    args = serve_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    def run():
+        import uvicorn
+
+        from .api import ServeConfig, create_app
+        from .chat import Limits
+
+        backend = load_backend(args)
+        config = ServeConfig(model_id=default_model_name(args), api_key=args.api_key,
+                             max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_batch_size=args.max_batch_size,
+                             max_wait_ms=args.max_wait_ms, min_wait_ms=args.min_wait_ms,
+                             limits=Limits(max_audio_seconds=args.max_audio_seconds, max_tokens=args.max_tokens))
+        print(f"serving {config.model_id!r} ({backend.arch}) on http://{args.host}:{args.port}/v1", file=sys.stderr)
+        uvicorn.run(create_app(backend, config), host=args.host, port=args.port, log_level="warning")
+
+    return _guarded(run, args.debug)
+
+
+def demo_main(argv=None) -> int:
+    args = demo_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    def run():
+        from .chat import Limits
+        from .web import EXAMPLE_CLIP, build_demo
+
+        backend = load_backend(args)
+        demo = build_demo(backend, log_file=args.log_file,
+                          limits=Limits(max_audio_seconds=args.max_audio_seconds, max_tokens=args.max_tokens))
+        print(f"demo on http://{args.host}:{args.port}", file=sys.stderr)
+        demo.launch(server_name=args.host, server_port=args.port, share=args.share,
+                    allowed_paths=[str(EXAMPLE_CLIP.parent)])
+
+    return _guarded(run, args.debug)
