@@ -17,7 +17,7 @@ import yaml
 STAGE_ORDER = ("prepare", "separation", "asr", "tagging", "audio_caption", "music_caption",
                "visual_caption", "fusion", "clap_filter", "qa")
 #: Keys every stage section accepts (engine resources, batching, on/off).
-COMMON_DEFAULTS = {"enabled": True, "batch_size": 4, "device": "cpu", "num_gpus": 0.0, "num_cpus": 0.25,
+COMMON_DEFAULTS = {"enabled": True, "batch_size": 4, "device": "cpu", "num_gpus": 0.0, "num_cpus": 0.1,
                    "concurrency": 1}
 TOP_DEFAULTS = {"input": None, "output_dir": "runs/pipeline", "engine": "local", "tiny_models_dir": ".cache/pipeline_tiny",
                 "dataset": "custom", "caption_instruction": "Describe the audio in detail.", "ray": {},

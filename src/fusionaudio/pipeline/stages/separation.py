@@ -61,7 +61,7 @@ class SeparationStage(Stage):
     reads = ("prepare",)
     requires = ("prepare",)
     PATH_KEYS = ("model",)
-    DEFAULTS = {"model": "tiny", "speech_sources": ["vocals"], "shifts": 1, "overlap": 0.25, "split": True}
+    DEFAULTS = {"model": "tiny", "speech_sources": ["vocals"], "shifts": 0, "overlap": 0.25, "split": True}
 
     def load(self) -> None:
         import torch
