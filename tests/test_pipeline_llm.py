@@ -108,6 +108,6 @@ def test_qa_retries_malformed_output_a_bounded_number_of_times(server, tmp_path)
     once, always, fine = (store.get("qa", c) for c in caps)
     assert once["status"] == "ok" and once["output"]["attempts"] == 2
     assert fine["output"]["attempts"] == 1 and fine["output"]["pairs"][0]["answer"] == "a bell rings"
-    assert always["status"] == "error" and "malformed LLM output after 3 attempts" in always["error"]
+    assert always["status"] == "error" and "malformed LLM output after 3 attempt(s)" in always["error"]
     asked = {p: n - before.get(p, 0) for p, n in server.attempts.items() if "MALFORMED_ALWAYS rain" in p}
     assert list(asked.values()) == [3]  # 1 + parse_retries, then given up

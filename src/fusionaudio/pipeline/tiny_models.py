@@ -80,18 +80,24 @@ def build_clap(out: Path) -> None:
     ClapProcessor(feature_extractor=fe, tokenizer=tok).save_pretrained(out)
 
 
-def _llama_tokenizer(out: Path):
-    from fusionaudio.tiny import train_tokenizer
+def _byte_tokenizer(extra_specials=()):
+    """A byte-level BPE tokenizer without merges (one token per byte), built instantly."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
 
-    tok = train_tokenizer(out)
-    tok.pad_token = tok.unk_token
-    return tok
+    specials = ["<unk>", "<s>", "</s>", *extra_specials]
+    tk = Tokenizer(models.BPE(vocab={s: i for i, s in enumerate(specials + _byte_symbols())}, merges=[],
+                              unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<unk>", additional_special_tokens=list(extra_specials))
 
 
 def build_llm(out: Path) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tok = _llama_tokenizer(out)
+    tok = _byte_tokenizer()
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
@@ -103,8 +109,7 @@ def build_vlm(out: Path) -> None:
     from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    tok = _llama_tokenizer(out)
-    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    tok = _byte_tokenizer(["<image>"])
     image_id = tok.convert_tokens_to_ids("<image>")
     images = CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
     proc = LlavaProcessor(image_processor=images, tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",

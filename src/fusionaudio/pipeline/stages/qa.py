@@ -84,5 +84,5 @@ class QAStage(Stage):
                     outs[i] = {"pairs": parse_qa(reply, self.cfg["num_pairs"]), "attempts": attempt}
                 except MalformedQA as e:
                     last[i] = f"{e}; last reply starts {reply[:160]!r}"
-        return [o if o is not None else StageError(f"qa: malformed LLM output after {attempts} attempts: {last[i]}")
+        return [o if o is not None else StageError(f"qa: malformed LLM output after {attempts} attempt(s): {last[i]}")
                 for i, o in enumerate(outs)]
