@@ -122,3 +122,18 @@ def test_clap_filter_scores_and_threshold(env, tmp_path):
         assert rec["output"]["score"] == pytest.approx(scores[c.id], abs=1e-4)
         assert rec["status"] == ("ok" if rec["output"]["score"] >= mid else "filtered")
     assert {strict.get("clap_filter", c.id)["status"] for c in clips} == {"ok", "filtered"}
+
+
+def test_music_caption_with_a_tiny_qwen2_audio(env, tmp_path):
+    clips, prepared, context = env
+    store = ResultStore(tmp_path)
+    for c in clips:
+        store.put("prepare", c.id, "ok", output=prepared.get("prepare", c.id)["output"])
+        store.put("tagging", c.id, "ok", output={"labels": [{"label": "Music" if c.id.startswith("melody") else "Speech",
+                                                             "score": 0.9}]})
+    stage = make("music_caption", context, backend="qwen2_audio", model="tiny", max_new_tokens=4, min_tag_score=0.5)
+    counts = run_batch(stage, clips, store)
+    assert counts["skipped"] == 2 and counts["ok"] + counts["error"] == 2
+    rec = store.get("music_caption", "melody")
+    assert rec["model"] == "qwen2_audio:tiny" and (rec["status"] == "ok") == bool(rec["output"])
+    assert "no music detected" in store.get("music_caption", "speech")["error"]

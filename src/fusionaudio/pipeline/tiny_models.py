@@ -4,7 +4,7 @@ the bundled example config. Their outputs are meaningless; every directory carri
 
 Kinds: ``whisper`` (WhisperForConditionalGeneration), ``ast`` (ASTForAudioClassification),
 ``clap`` (ClapModel), ``llm`` (LlamaForCausalLM), ``vlm`` (LlavaForConditionalGeneration, CLIP
-vision + Llama text), ``demucs`` (HTDemucs, when the demucs package is installed).
+vision + Llama text), ``qwen2_audio`` (Qwen2AudioForConditionalGeneration), ``demucs`` (HTDemucs, when the demucs package is installed).
 """
 
 from __future__ import annotations
@@ -126,6 +126,31 @@ def build_vlm(out: Path) -> None:
     proc.save_pretrained(out)
 
 
+QWEN2_AUDIO_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'audio' %}<|audio_bos|><|AUDIO|><|audio_eos|>\n"
+    "{% else %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def build_qwen2_audio(out: Path) -> None:
+    from transformers import (Qwen2AudioConfig, Qwen2AudioForConditionalGeneration, Qwen2AudioProcessor,
+                              WhisperFeatureExtractor)
+
+    tok = _byte_tokenizer(["<|audio_bos|>", "<|AUDIO|>", "<|audio_eos|>", "<|im_start|>", "<|im_end|>"])
+    tok.chat_template = QWEN2_AUDIO_CHAT_TEMPLATE
+    fe = WhisperFeatureExtractor(feature_size=16, chunk_length=5, sampling_rate=16000)
+    cfg = Qwen2AudioConfig(
+        audio_config=dict(d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32, num_mel_bins=16,
+                          max_source_positions=250),
+        text_config=dict(model_type="qwen2", vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
+        audio_token_index=tok.convert_tokens_to_ids("<|AUDIO|>"))
+    Qwen2AudioForConditionalGeneration(cfg).save_pretrained(out)
+    Qwen2AudioProcessor(feature_extractor=fe, tokenizer=tok, chat_template=QWEN2_AUDIO_CHAT_TEMPLATE).save_pretrained(out)
+
+
 DEMUCS_TINY_KWARGS = dict(sources=["drums", "bass", "other", "vocals"], audio_channels=2, channels=4, depth=2,
                           nfft=512, t_layers=1, t_heads=2, t_hidden_scale=1.0, samplerate=16000, segment=2,
                           dconv_comp=2, t_cape_augment=False)
@@ -141,7 +166,7 @@ def build_demucs(out: Path) -> None:
 
 
 BUILDERS = {"whisper": build_whisper, "ast": build_ast, "clap": build_clap, "llm": build_llm, "vlm": build_vlm,
-            "demucs": build_demucs}
+            "qwen2_audio": build_qwen2_audio, "demucs": build_demucs}
 
 
 def ensure_tiny_model(kind: str, root, seed: int = 0) -> Path:
