@@ -75,3 +75,20 @@ def test_bundled_example_config_loads():
     cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "pipeline" / "example.yaml")
     assert cfg.input.is_file() and len(read_clips(cfg.input)) == 4
     assert cfg.enabled_stages()[-1] == "qa"
+
+
+def test_llm_model_is_a_path_only_for_the_local_backend(tmp_path):
+    cfg = load_config(_cfg(tmp_path, "input: c.csv\nstages:\n  fusion: {backend: openai, model: Qwen/Qwen2.5-7B}\n"
+                                     "  qa: {backend: local, model: llm}\n"))
+    assert cfg.stages["fusion"]["model"] == "Qwen/Qwen2.5-7B" and cfg.stages["qa"]["model"] == str(tmp_path / "llm")
+
+
+def test_missing_model_directory_fails_before_any_work(tmp_path):
+    from fusionaudio.pipeline.run import run_pipeline
+
+    (tmp_path / "c.csv").write_text("path\na.wav\n")
+    cfg = load_config(_cfg(tmp_path, "input: c.csv\noutput_dir: %s\nstages:\n  asr: {model: nowhere/whisper}\n"
+                           % (tmp_path / "out")))
+    with pytest.raises(FileNotFoundError, match=r"stages.asr.model: .*nowhere/whisper not found"):
+        run_pipeline(cfg)
+    assert not (tmp_path / "out").exists()

@@ -16,6 +16,7 @@ def _run(argv) -> int:
     from .inputs import InputError
     from .outputs import format_summary
     from .run import RestartMismatch, run_pipeline
+    from .stages.base import StageError
 
     p = argparse.ArgumentParser(prog="python -m fusionaudio.pipeline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -29,7 +30,7 @@ def _run(argv) -> int:
         cfg = load_config(args.config, {"engine": args.engine, "input": args.input, "output_dir": args.output_dir,
                                         "tiny_models_dir": args.tiny_models_dir})
         summary = run_pipeline(cfg)
-    except (ConfigError, InputError, RestartMismatch, FileNotFoundError) as e:
+    except (ConfigError, InputError, RestartMismatch, FileNotFoundError, StageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_summary(summary))

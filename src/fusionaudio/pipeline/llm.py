@@ -19,6 +19,11 @@ LLM_DEFAULTS = {"backend": "local", "model": "tiny", "base_url": None, "api_key_
 LLM_PATH_KEYS = ("model",)
 
 
+def llm_path_keys(section: dict, extra: tuple[str, ...]) -> tuple[str, ...]:
+    """``model`` is a local directory for the local backend, a served model name for ``openai``."""
+    return (LLM_PATH_KEYS if section.get("backend") == "local" else ()) + extra
+
+
 class OpenAIChatLLM:
     """Chat completions from ``{base_url}/chat/completions`` (the key from ``api_key_env``, if set)."""
 

@@ -41,6 +41,10 @@ def check_restart(cfg: PipelineConfig, store: ResultStore) -> None:
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
+    from .stages import STAGE_CLASSES
+
+    for name in cfg.enabled_stages():
+        STAGE_CLASSES[name].check_paths(name, cfg.stages[name])
     clips = read_clips(cfg.input)
     store = ResultStore(cfg.output_dir)
     check_restart(cfg, store)

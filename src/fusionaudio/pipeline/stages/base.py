@@ -59,13 +59,26 @@ class Stage:
         self._loaded = False
 
     @classmethod
+    def path_keys(cls, section: dict) -> tuple[str, ...]:
+        """The keys of ``section`` that name local files or directories."""
+        return cls.PATH_KEYS
+
+    @classmethod
     def resolve_paths(cls, section: dict, base: Path) -> None:
         from ..config import resolve_path
 
-        for key in cls.PATH_KEYS:
+        for key in cls.path_keys(section):
             value = section.get(key)
             if value not in (None, "", "tiny"):
                 section[key] = str(resolve_path(value, base))
+
+    @classmethod
+    def check_paths(cls, name: str, section: dict) -> None:
+        """Fail before any work when a configured model directory or template is missing."""
+        for key in cls.path_keys(section):
+            value = section.get(key)
+            if value not in (None, "", "tiny") and not Path(value).exists():
+                raise FileNotFoundError(f"stages.{name}.{key}: {value} not found (only local paths are loaded)")
 
     # -- to be provided by stages ---------------------------------------------------------
     def model_name(self) -> str | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from ..llm import LLM_DEFAULTS, LLM_PATH_KEYS, make_llm, read_template
+from ..llm import LLM_DEFAULTS, LLM_PATH_KEYS, llm_path_keys, make_llm, read_template
 from .base import Item, Stage, StageError
 
 CUE_LABELS = {
@@ -51,6 +51,10 @@ class FusionStage(Stage):
     reads = ("prepare", *CUE_LABELS)
     requires = ("prepare",)
     PATH_KEYS = (*LLM_PATH_KEYS, "template")
+
+    @classmethod
+    def path_keys(cls, section: dict) -> tuple[str, ...]:
+        return llm_path_keys(section, ("template",))
     DEFAULTS = {**LLM_DEFAULTS, "template": None}
 
     def settings(self) -> dict:

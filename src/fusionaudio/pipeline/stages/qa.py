@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from ..llm import LLM_DEFAULTS, LLM_PATH_KEYS, make_llm, read_template
+from ..llm import LLM_DEFAULTS, LLM_PATH_KEYS, llm_path_keys, make_llm, read_template
 from .base import Item, Stage, StageError
 
 
@@ -44,6 +44,10 @@ class QAStage(Stage):
     reads = ("prepare", "fusion", "clap_filter")
     requires = ("prepare", "fusion", "clap_filter")
     PATH_KEYS = (*LLM_PATH_KEYS, "template")
+
+    @classmethod
+    def path_keys(cls, section: dict) -> tuple[str, ...]:
+        return llm_path_keys(section, ("template",))
     DEFAULTS = {**LLM_DEFAULTS, "template": None, "num_pairs": 3, "parse_retries": 2}
 
     def settings(self) -> dict:
