@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
+from pathlib import Path
 
 from .config import PipelineConfig
 from .inputs import Clip
@@ -65,12 +67,22 @@ class StageActor:
         return batch
 
 
+def worker_pythonpath() -> str:
+    """PYTHONPATH for Ray workers: the folder this ``fusionaudio`` was imported from comes first, so
+    the workers run the driver's code (a checkout, or an installed package at the same path)."""
+    import fusionaudio
+
+    src = str(Path(fusionaudio.__file__).resolve().parents[1])
+    return os.pathsep.join([src] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
+
+
 def init_ray(cfg: PipelineConfig) -> None:
     import ray
 
     if ray.is_initialized():
         return
-    opts = {"include_dashboard": bool(cfg.ray["include_dashboard"]), "log_to_driver": True}
+    opts = {"include_dashboard": bool(cfg.ray["include_dashboard"]), "log_to_driver": True,
+            "runtime_env": {"env_vars": {"PYTHONPATH": worker_pythonpath()}}}
     if cfg.ray["address"]:
         opts["address"] = cfg.ray["address"]
     elif cfg.ray["num_cpus"] is not None:
