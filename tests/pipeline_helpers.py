@@ -9,13 +9,19 @@ are not JSON, ``MALFORMED_ALWAYS`` -> never JSON.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 class FakeChatServer:
@@ -114,3 +120,25 @@ def snapshot_results(output_dir: Path) -> dict[str, str]:
     """{stage/clip.json: content} of every finished result."""
     root = Path(output_dir) / "work" / "results"
     return {str(p.relative_to(root)): p.read_text() for p in root.glob("*/*.json")} if root.is_dir() else {}
+
+
+def run_cli(cfg_path, *extra) -> subprocess.Popen:
+    """``python -m fusionaudio.pipeline --config cfg_path`` in its own process group."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    return subprocess.Popen([sys.executable, "-m", "fusionaudio.pipeline", "--config", str(cfg_path), *extra],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def kill_when(proc, output_dir: Path, min_results: int, timeout: float = 300) -> dict:
+    """SIGKILL the run's process group once ``min_results`` results exist; returns the results then."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the run finished before it could be killed:\n{proc.stdout.read().decode()[-2000:]}")
+        if len(snapshot_results(output_dir)) >= min_results:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return snapshot_results(output_dir)
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    raise AssertionError("no results before the timeout")

@@ -1,21 +1,16 @@
 """The whole pipeline under the local engine: outputs, bad clips, reruns, and kill -9 then restart."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from pipeline_helpers import FakeChatServer, fast_stages, read_jsonl, snapshot_results, write_config
+from pipeline_helpers import (FakeChatServer, fast_stages, kill_when, read_jsonl, run_cli, snapshot_results,
+                              write_config)
 
 from fusionaudio.pipeline import synthetic
 from fusionaudio.pipeline.config import STAGE_ORDER, load_config
 from fusionaudio.pipeline.run import RestartMismatch, run_pipeline
 
-REPO = Path(__file__).resolve().parents[1]
 GOOD, BAD = ("speech", "melody", "melody_part", "scene_video"), ("silent", "mute_video", "corrupt", "missing")
 
 
@@ -86,27 +81,6 @@ def test_rerun_computes_nothing_and_changed_settings_are_refused(env, clean_run)
         run_pipeline(load_config(path))
 
 
-def _cli(cfg_path, *extra):
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "fusionaudio.pipeline", "--config", str(cfg_path), *extra],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def kill_when(proc, output_dir: Path, min_results: int, timeout: float = 300) -> dict:
-    """SIGKILL the run's process group once ``min_results`` results exist; returns the results then."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the run finished before it could be killed:\n{proc.stdout.read().decode()[-2000:]}")
-        if len(snapshot_results(output_dir)) >= min_results:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            return snapshot_results(output_dir)
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)
-    raise AssertionError("no results before the timeout")
-
-
 def check_resumed(before: dict, output_dir: Path, clean_dir: Path) -> None:
     after = snapshot_results(output_dir)
     assert len(after) == len(STAGE_ORDER) * 8
@@ -116,11 +90,12 @@ def check_resumed(before: dict, output_dir: Path, clean_dir: Path) -> None:
     assert read_jsonl(output_dir / "records.jsonl") == read_jsonl(clean_dir / "records.jsonl")
 
 
+@pytest.mark.slow
 def test_kill_9_then_restart_local(env, clean_run):
     cfg_path = config(env, "killed")
-    before = kill_when(_cli(cfg_path), env["root"] / "killed", min_results=30)
+    before = kill_when(run_cli(cfg_path), env["root"] / "killed", min_results=30)
     assert 30 <= len(before) < len(STAGE_ORDER) * 8
-    proc = _cli(cfg_path)
+    proc = run_cli(cfg_path)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out.decode()[-3000:]
     check_resumed(before, env["root"] / "killed", clean_run[0].output_dir)

@@ -4,8 +4,7 @@ engine, and kill -9 then restart. Few tests: Ray actors are slow to start on 2 s
 import json
 
 import pytest
-from pipeline_helpers import FakeChatServer, fast_stages, read_jsonl, snapshot_results, write_config
-from test_pipeline_local import _cli, kill_when
+from pipeline_helpers import FakeChatServer, fast_stages, kill_when, read_jsonl, run_cli, snapshot_results, write_config
 
 from fusionaudio.pipeline import synthetic
 from fusionaudio.pipeline.config import STAGE_ORDER, load_config
@@ -56,9 +55,9 @@ def test_ray_kill_9_then_restart(env):
         stages[name]["enabled"] = False
     path = write_config(env["root"] / "k.yaml", env["clips"], env["root"] / "killed", env["tiny"], stages,
                         engine="ray", ray=RAY)
-    before = kill_when(_cli(path), env["root"] / "killed", min_results=8, timeout=400)
+    before = kill_when(run_cli(path), env["root"] / "killed", min_results=8, timeout=400)
     assert 8 <= len(before) < 6 * 6
-    proc = _cli(path)
+    proc = run_cli(path)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out.decode()[-3000:]
     after = snapshot_results(env["root"] / "killed")
