@@ -99,3 +99,16 @@ def test_kill_9_then_restart_local(env, clean_run):
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out.decode()[-3000:]
     check_resumed(before, env["root"] / "killed", clean_run[0].output_dir)
+
+
+@pytest.mark.slow
+def test_bundled_example_config_runs_end_to_end(tmp_path, tmp_path_factory):
+    example = Path(__file__).resolve().parents[1] / "configs" / "pipeline" / "example.yaml"
+    proc = run_cli(example, "--output_dir", str(tmp_path / "out"),
+                   "--tiny_models_dir", str(tmp_path_factory.getbasetemp() / "pipeline_tiny"))
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out.decode()[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["clips"] == 4 and all(summary["stages"][s]["ok"] == 4 for s in ("prepare", "separation", "fusion"))
+    assert summary["stages"]["visual_caption"]["ok"] == 1 and summary["clap"]["n"] == 4
+    assert summary["records"].get("caption", 0) == summary["stages"]["clap_filter"]["ok"]
