@@ -52,12 +52,12 @@ def stage_rates(output_dir: Path) -> dict:
     return rates
 
 
-def run(engine: str, csv: Path, out: Path, tiny: Path, llm: dict, ray_cpus: int) -> tuple[float, dict]:
+def run(engine: str, csv: Path, out: Path, tiny: Path, llm: dict, ray_cpus: int, threads) -> tuple[float, dict]:
     import yaml
 
     llm_stages = {"fusion": {**llm, "max_tokens": 24}, "qa": {**llm, "max_tokens": 48, "parse_retries": 0}}
     cfg = {"input": str(csv), "output_dir": str(out), "tiny_models_dir": str(tiny), "engine": engine,
-           "ray": {"num_cpus": ray_cpus},
+           "torch_threads": threads, "ray": {"num_cpus": ray_cpus},
            "stages": {"asr": {"max_new_tokens": 16}, "audio_caption": {"max_new_tokens": 24},
                       "music_caption": {"max_new_tokens": 24, "min_tag_score": 0.0},
                       "visual_caption": {"max_new_tokens": 12}, "clap_filter": {"threshold": -1.0}, **llm_stages}}
@@ -74,6 +74,7 @@ def main() -> None:
     p.add_argument("--engines", nargs="+", default=["local", "ray"], choices=["local", "ray"])
     p.add_argument("--ray_cpus", type=int, default=2)
     p.add_argument("--llm", choices=["local", "fake"], default="local")
+    p.add_argument("--torch_threads", type=int, default=None, help="the config's torch_threads (default: torch's)")
     p.add_argument("--out", default=None, help="work folder (default: a temporary one, removed)")
     args = p.parse_args()
     root = Path(args.out or tempfile.mkdtemp(prefix="bench_pipeline_"))
@@ -91,11 +92,12 @@ def main() -> None:
         results = {}
         for engine in args.engines:
             shutil.rmtree(root / engine, ignore_errors=True)
-            results[engine] = run(engine, csv, root / engine, tiny, llm, args.ray_cpus)
+            results[engine] = run(engine, csv, root / engine, tiny, llm, args.ray_cpus, args.torch_threads)
     finally:
         if server is not None:
             server.__exit__(None, None, None)
-    print(f"{args.clips} clips, tiny random models (+ the bundled FusionAudio demo model), CPU, LLM: {args.llm}")
+    print(f"{args.clips} clips, tiny random models (+ the bundled FusionAudio demo model), CPU, LLM: {args.llm}, "
+          f"torch_threads: {args.torch_threads or 'default'}")
     print(f"{'stage':<15}" + "".join(f" {e + ' clips/s':>16}" for e in results))
     for name in STAGE_ORDER:
         cells = []

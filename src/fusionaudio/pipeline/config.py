@@ -20,7 +20,7 @@ STAGE_ORDER = ("prepare", "separation", "asr", "tagging", "audio_caption", "musi
 COMMON_DEFAULTS = {"enabled": True, "batch_size": 4, "device": "cpu", "num_gpus": 0.0, "num_cpus": 0.1,
                    "concurrency": 1}
 TOP_DEFAULTS = {"input": None, "output_dir": "runs/pipeline", "engine": "local", "tiny_models_dir": ".cache/pipeline_tiny",
-                "dataset": "custom", "caption_instruction": "Describe the audio in detail.", "ray": {},
+                "dataset": "custom", "caption_instruction": "Describe the audio in detail.", "torch_threads": None, "ray": {},
                 "stages": {}}
 RAY_DEFAULTS = {"address": None, "num_cpus": None, "include_dashboard": False}
 
@@ -38,6 +38,7 @@ class PipelineConfig:
     tiny_models_dir: Path
     dataset: str
     caption_instruction: str
+    torch_threads: int | None
     ray: dict
     stages: dict[str, dict] = field(default_factory=dict)
 
@@ -45,12 +46,12 @@ class PipelineConfig:
         """Plain data (for Ray actors and the run manifest)."""
         return {"path": str(self.path), "input": str(self.input), "output_dir": str(self.output_dir),
                 "engine": self.engine, "tiny_models_dir": str(self.tiny_models_dir), "dataset": self.dataset,
-                "caption_instruction": self.caption_instruction, "ray": dict(self.ray), "stages": copy.deepcopy(self.stages)}
+                "caption_instruction": self.caption_instruction, "torch_threads": self.torch_threads, "ray": dict(self.ray), "stages": copy.deepcopy(self.stages)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PipelineConfig":
         return cls(Path(d["path"]), Path(d["input"]), Path(d["output_dir"]), d["engine"], Path(d["tiny_models_dir"]),
-                   d["dataset"], d["caption_instruction"], dict(d["ray"]), copy.deepcopy(d["stages"]))
+                   d["dataset"], d["caption_instruction"], d["torch_threads"], dict(d["ray"]), copy.deepcopy(d["stages"]))
 
     def enabled_stages(self) -> list[str]:
         return [s for s in STAGE_ORDER if self.stages[s]["enabled"]]
@@ -114,4 +115,5 @@ def load_config(path, overrides: dict | None = None) -> PipelineConfig:
                           output_dir=resolve_path(top["output_dir"], Path.cwd()), engine=top["engine"],
                           tiny_models_dir=resolve_path(top["tiny_models_dir"], Path.cwd()),
                           dataset=str(top["dataset"]),
-                          caption_instruction=str(top["caption_instruction"]), ray={**RAY_DEFAULTS, **ray_cfg}, stages=stages)
+                          caption_instruction=str(top["caption_instruction"]),
+                          torch_threads=None if top["torch_threads"] is None else int(top["torch_threads"]), ray={**RAY_DEFAULTS, **ray_cfg}, stages=stages)

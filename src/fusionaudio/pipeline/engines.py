@@ -29,12 +29,21 @@ def stage_context(cfg: PipelineConfig) -> dict:
             "enabled": cfg.enabled_stages()}
 
 
+def set_torch_threads(cfg: PipelineConfig) -> None:
+    """``torch_threads`` from the config (on a shared or small CPU machine 1 avoids oversubscription)."""
+    if cfg.torch_threads:
+        import torch
+
+        torch.set_num_threads(cfg.torch_threads)
+
+
 def make_stage(name: str, cfg: PipelineConfig):
     return STAGE_CLASSES[name](cfg.stages[name], stage_context(cfg))
 
 
 def run_local(cfg: PipelineConfig, clips: list[Clip], store: ResultStore) -> dict[str, dict]:
     """Run every enabled stage over all clips; returns {stage: counts, seconds}."""
+    set_torch_threads(cfg)
     report = {}
     for name in cfg.enabled_stages():
         stage, bs = make_stage(name, cfg), int(cfg.stages[name]["batch_size"])
@@ -58,6 +67,7 @@ class StageActor:
 
         _logging.basicConfig(level=_logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         cfg = PipelineConfig.from_dict(cfg_dict)
+        set_torch_threads(cfg)
         self.stage = make_stage(name, cfg)
         self.store = ResultStore(cfg.output_dir)
 
