@@ -107,7 +107,7 @@ def fast_stages(base_url: str | None, separation: bool = True) -> dict:
 
 def write_config(path: Path, clips_csv: Path, output_dir: Path, tiny_dir: Path, stages: dict, **top) -> Path:
     cfg = {"input": str(clips_csv), "output_dir": str(output_dir), "tiny_models_dir": str(tiny_dir),
-           "dataset": "test", "stages": stages, **top}
+           "dataset": "test", "torch_threads": 1, "stages": stages, **top}
     path.write_text(yaml.safe_dump(cfg))
     return path
 

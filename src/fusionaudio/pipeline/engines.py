@@ -43,20 +43,27 @@ def make_stage(name: str, cfg: PipelineConfig):
 
 def run_local(cfg: PipelineConfig, clips: list[Clip], store: ResultStore) -> dict[str, dict]:
     """Run every enabled stage over all clips; returns {stage: counts, seconds}."""
+    import torch
+
+    threads = torch.get_num_threads()
     set_torch_threads(cfg)
-    report = {}
-    for name in cfg.enabled_stages():
-        stage, bs = make_stage(name, cfg), int(cfg.stages[name]["batch_size"])
-        t0 = time.perf_counter()
-        totals: dict[str, int] = {}
-        for start in range(0, len(clips), bs):
-            for k, v in run_batch(stage, clips[start:start + bs], store).items():
-                totals[k] = totals.get(k, 0) + v
-        stage.unload()
-        totals["seconds"] = round(time.perf_counter() - t0, 3)
-        report[name] = totals
-        log.info("stage %s: %s", name, totals)
-    return report
+    try:
+        return {name: _run_local_stage(cfg, name, clips, store) for name in cfg.enabled_stages()}
+    finally:
+        torch.set_num_threads(threads)  # leave the calling process as it was
+
+
+def _run_local_stage(cfg: PipelineConfig, name: str, clips: list[Clip], store: ResultStore) -> dict:
+    stage, bs = make_stage(name, cfg), int(cfg.stages[name]["batch_size"])
+    t0 = time.perf_counter()
+    totals: dict[str, int] = {}
+    for start in range(0, len(clips), bs):
+        for k, v in run_batch(stage, clips[start:start + bs], store).items():
+            totals[k] = totals.get(k, 0) + v
+    stage.unload()
+    totals["seconds"] = round(time.perf_counter() - t0, 3)
+    log.info("stage %s: %s", name, totals)
+    return totals
 
 
 class StageActor:
