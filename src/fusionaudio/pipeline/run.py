@@ -1,0 +1,54 @@
+"""Run the pipeline: read the clip list, run the engine, write the outputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from .config import PipelineConfig
+from .engines import ENGINES
+from .inputs import read_clips
+from .outputs import write_outputs
+from .store import ResultStore, atomic_write_text
+
+log = logging.getLogger("fusionaudio.pipeline")
+#: settings that do not change results (a restart may change them freely)
+RESOURCE_KEYS = ("batch_size", "device", "num_gpus", "num_cpus", "concurrency", "max_workers", "timeout_s")
+
+
+class RestartMismatch(RuntimeError):
+    """A restart into an existing output folder with different stage settings."""
+
+
+def _result_settings(cfg: PipelineConfig) -> dict:
+    return {name: {k: v for k, v in sec.items() if k not in RESOURCE_KEYS} for name, sec in cfg.stages.items()}
+
+
+def check_restart(cfg: PipelineConfig, store: ResultStore) -> None:
+    """The first run records its stage settings; a restart with other settings is refused."""
+    path = store.root / "stage_settings.json"
+    current = _result_settings(cfg)
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = sorted(s for s in current if before.get(s) != current[s])
+        if changed:
+            raise RestartMismatch(
+                f"{cfg.output_dir} holds results made with other settings for stage(s) {changed}; use another "
+                f"output_dir, or delete {store.results}/<stage> for those stages (and the ones after them) and "
+                f"{path} to recompute")
+    else:
+        atomic_write_text(path, json.dumps(current, indent=1, sort_keys=True))
+
+
+def run_pipeline(cfg: PipelineConfig) -> dict:
+    from .stages import STAGE_CLASSES
+
+    for name in cfg.enabled_stages():
+        STAGE_CLASSES[name].check_paths(name, cfg.stages[name])
+    clips = read_clips(cfg.input)
+    store = ResultStore(cfg.output_dir)
+    check_restart(cfg, store)
+    log.info("%d clips from %s -> %s (engine %s, stages %s)", len(clips), cfg.input, cfg.output_dir, cfg.engine,
+             ", ".join(cfg.enabled_stages()))
+    report = ENGINES[cfg.engine](cfg, clips, store)
+    return write_outputs(cfg, clips, store, report)
