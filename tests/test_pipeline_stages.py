@@ -105,7 +105,7 @@ def test_clap_filter_scores_and_threshold(env, tmp_path):
     keep_all = make("clap_filter", context, threshold=-1.0)
     run_batch(keep_all, clips, store)
     scores = {c.id: store.get("clap_filter", c.id)["output"]["score"] for c in clips}
-    from fusionaudio.retrieval_model import ClapDualEncoder
+    from fusionaudio.retrieval.clap import ClapDualEncoder
 
     enc = ClapDualEncoder(str(context["tiny_models_dir"] / "clap"))
     a = enc.encode_audio([store.get("prepare", c.id)["output"]["audio"] for c in clips])

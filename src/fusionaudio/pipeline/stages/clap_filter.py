@@ -1,6 +1,6 @@
 """``clap_filter``: CLAP audio-text similarity between the clip and its fused caption.
 
-Cosine similarity of L2-normalised ``ClapModel`` embeddings (``fusionaudio.retrieval_model.ClapDualEncoder``,
+Cosine similarity of L2-normalised ``ClapModel`` embeddings (``fusionaudio.retrieval.clap.ClapDualEncoder``,
 a local directory); the score is kept in every record, and a clip scoring below ``threshold`` is
 ``filtered`` (the paper's statistics show CLAP scores of about 0.05-0.55; the paper's threshold is
 not public, 0.1 is our default).
@@ -22,7 +22,7 @@ class ClapFilterStage(Stage):
     DEFAULTS = {"model": "tiny", "threshold": 0.1}
 
     def load(self) -> None:
-        from fusionaudio.retrieval_model import ClapDualEncoder
+        from fusionaudio.retrieval.clap import ClapDualEncoder
 
         path = model_dir(self.cfg["model"], "clap", self.context)
         self.encoder = ClapDualEncoder(str(path), device=self.cfg["device"], batch_size=self.cfg["batch_size"])
