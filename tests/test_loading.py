@@ -85,7 +85,7 @@ def test_manifest_base_and_finetuned_load_into_the_right_parameters(tmp_path, ca
     (base_dir / "config.json").write_text(json.dumps(base["config"]))  # plain Llama fields only
     from fusionaudio.tiny import train_tokenizer
 
-    train_tokenizer(base_dir)
+    train_tokenizer(base_dir, vocab_size=base["config"]["vocab_size"])
     ft_entries = [e for e in peft["entries"] if any(s in e["name"] for s in TRAINED)]
     ft_state = _tagged(ft_entries, offset=10_000.0)
     torch.save(ft_state, tmp_path / "finetuned.pth")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from ..tokenizer import check_vocab_size, load_tokenizer  # noqa: F401 - load_tokenizer is re-exported
 from .config import GamaConfig
 from .gama import GamaForCausalLM
 from .keymap import (
@@ -247,20 +248,6 @@ def load_finetuned(model: GamaForCausalLM, path: str | Path) -> list[str]:
     return sorted(mapped)
 
 
-def load_tokenizer(directory: str | Path):
-    """The base directory's tokenizer, set up as the reference uses it (pad id 0, left padding)."""
-    from transformers import AutoTokenizer
-
-    try:
-        tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{directory}: cannot load the tokenizer: {exc}") from exc
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.convert_ids_to_tokens(0)  # the reference sets pad_token_id = 0
-    tok.padding_side = "left"
-    return tok
-
-
 def load_model(base_model_path, model_path=None, device="cpu", dtype=torch.float32):
     """Load ``(model, tokenizer)``: a base directory, optionally a fine-tuned checkpoint on top.
 
@@ -280,7 +267,9 @@ def load_model(base_model_path, model_path=None, device="cpu", dtype=torch.float
     leftovers = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if leftovers:
         raise CheckpointError(f"{base_model_path}: tensors left uninitialised: {_listing(leftovers)}")
-    return model, load_tokenizer(base_model_path)
+    tokenizer = load_tokenizer(base_model_path)
+    check_vocab_size(tokenizer, model.llm.get_input_embeddings().weight.shape[0], base_model_path)
+    return model, tokenizer
 
 
 def save_local(model: GamaForCausalLM, tokenizer, output_dir: str | Path, dtype=None) -> Path:
