@@ -156,8 +156,8 @@ def build_batch(processor: OmniAudioProcessor, records: list[Record], prompt_mod
     prompts = processor.expand_audio_tokens(prompts, feats.pop("num_audio_tokens"))
     seqs, labels = [], []
     for prompt, r in zip(prompts, records):
-        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        c_ids = tok(r.output + tok.eos_token, add_special_tokens=False)["input_ids"]
+        p_ids = processor.encode(prompt)
+        c_ids = processor.encode_user_text(r.output) + [tok.convert_tokens_to_ids(tok.eos_token)]
         seqs.append(p_ids + c_ids)
         labels.append([IGNORE_INDEX] * len(p_ids) + c_ids)
     width = max(len(s) for s in seqs)
