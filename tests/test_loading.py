@@ -134,12 +134,108 @@ def test_peft_adapter_naming_and_values_win(tiny_base_dir, tmp_path):
             assert torch.equal(a, b), (naming, n)
 
 
-def test_finetuned_checkpoint_missing_lora_is_an_error(tiny_base_dir, tmp_path):
+def test_partial_lora_is_an_error(tiny_base_dir, tmp_path):
     model, _ = load_model(tiny_base_dir)
-    state = {k: v for k, v in reference_finetuned_state(model).items() if "lora" not in k}
-    torch.save(state, tmp_path / "nolora.pth")
-    with pytest.raises(CheckpointError, match=r"nolora\.pth.*missing key.*lora_A"):
-        load_finetuned(model, tmp_path / "nolora.pth")
+    state = reference_finetuned_state(model)
+    dropped = sorted(k for k in state if "lora_A" in k)[0]
+    del state[dropped]
+    torch.save(state, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError, match=r"partial\.pth.*1 missing key.*lora_A"):
+        load_model(tiny_base_dir, tmp_path / "partial.pth")
+
+
+def _with_lora(base_dir, r=8, alpha=16, targets=("q_proj", "v_proj")):
+    """A model on ``base_dir`` with random LoRA of the given shape (audio side as in the base)."""
+    from fusionaudio.model.config import LoraSettings
+    from fusionaudio.model.loading import load_base
+
+    model = load_base(base_dir, lora=False)
+    model.enable_lora(LoraSettings(r=r, alpha=alpha, dropout=0.0, target_modules=list(targets)))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if ".lora_" in n:
+                p.normal_(0, 0.3)
+    return model.eval()
+
+
+def _same_logits(a, b, tok):
+    ids = tok(["### Instruction:\nHi  there\n\n### Response:\n"], return_tensors="pt").input_ids
+    fb = torch.randn(1, 1024, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(a(ids, fb).logits, b(ids, fb).logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("suffix", [".bin", ".pth", ".safetensors"])
+def test_lora_only_files_load_on_the_union_with_the_base(tiny_base_dir, tmp_path, suffix):
+    """Only the LoRA tensors in the file (peft's or the reference's naming): the audio side comes
+    from the base directory; nothing is reported missing."""
+    model = _with_lora(tiny_base_dir)
+    for naming in ("default", "peft"):
+        state = {k: v for k, v in reference_finetuned_state(model, lora_naming=naming).items() if ".lora_" in k}
+        assert state and all(".lora_" in k for k in state)
+        path = tmp_path / f"lora_only_{naming}{suffix}"
+        save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
+        loaded, tok = load_model(tiny_base_dir, path)
+        _same_logits(loaded, model, tok)
+
+
+@pytest.mark.parametrize("weights", ["adapter_model.safetensors", "adapter_model.bin"])
+def test_peft_adapter_directory_reads_its_config(tiny_base_dir, tmp_path, weights):
+    model = _with_lora(tiny_base_dir, r=4, alpha=32)
+    d = tmp_path / "adapter"
+    d.mkdir()
+    state = {k: v for k, v in reference_finetuned_state(model, lora_naming="peft").items() if ".lora_" in k}
+    save_file(state, str(d / weights)) if weights.endswith(".safetensors") else torch.save(state, d / weights)
+    config = {"peft_type": "LORA", "r": 4, "lora_alpha": 32, "lora_dropout": 0.05, "bias": "none",
+              "target_modules": ["v_proj", "q_proj"], "task_type": "CAUSAL_LM"}
+    (d / "adapter_config.json").write_text(json.dumps(config))
+    loaded, tok = load_model(tiny_base_dir, d)
+    assert (loaded.config.lora.r, loaded.config.lora.alpha, loaded.config.lora.dropout) == (4, 32, 0.05)
+    _same_logits(loaded, model, tok)
+    for bad, message in (({"r": 8}, r"rank \[4\] but the config says r=8"),
+                         ({"target_modules": ["q_proj", "k_proj", "v_proj"]}, r"target \['q_proj', 'v_proj'\] but"),
+                         ({"use_dora": True}, "use_dora=true is not supported"),
+                         ({"r": "four"}, "r must be a number")):
+        (d / "adapter_config.json").write_text(json.dumps({**config, **bad}))
+        with pytest.raises(CheckpointError, match=message) as err:
+            load_model(tiny_base_dir, d)
+        assert "adapter" in str(err.value)
+
+
+def test_checkpoint_without_lora_runs_without_lora(tiny_base_dir, tmp_path):
+    """GAMA's stage 1 trains the audio side only: the checkpoint has no LoRA, the model none either."""
+    from fusionaudio.model.loading import load_base
+
+    ref = load_base(tiny_base_dir, lora=False).eval()
+    with torch.no_grad():
+        ref.query_tokens.add_(1.0)
+    state = {k: v for k, v in reference_finetuned_state(ref).items() if ".lora_" not in k}
+    torch.save(state, tmp_path / "stage1.pth")
+    loaded, tok = load_model(tiny_base_dir, tmp_path / "stage1.pth")
+    assert not any(".lora_" in n for n, _ in loaded.named_parameters())
+    assert torch.equal(loaded.query_tokens, ref.query_tokens)
+    _same_logits(loaded, ref, tok)
+
+
+@pytest.mark.parametrize("lora", [None, {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["dummy"]}])
+def test_own_checkpoint_without_lora_loads(tiny_base_dir, tmp_path, lora):
+    """This project's training output for a no-LoRA run (lora null or target_modules ['dummy'])."""
+    from fusionaudio.model.loading import load_base
+
+    ref = load_base(tiny_base_dir, lora=False).eval()
+    with torch.no_grad():
+        ref.query_tokens.mul_(2.0)
+    ckpt = tmp_path / "checkpoint-5"
+    ckpt.mkdir()
+    trained = {k: v.contiguous() for k, v in ref.state_dict().items() if k.startswith(("audio_", "query_tokens"))}
+    save_file(trained, str(ckpt / "adapter_model.safetensors"))
+    cfg = ref.config.to_dict()
+    cfg["lora"] = lora
+    (ckpt / "fusionaudio_config.json").write_text(json.dumps(cfg))
+    loaded, tok = load_model(tiny_base_dir, ckpt)
+    assert loaded.config.lora is None and not any(".lora_" in n for n, _ in loaded.named_parameters())
+    _same_logits(loaded, ref, tok)
 
 
 def test_unexpected_and_missing_and_misshaped_keys_are_listed(tmp_path):
@@ -245,3 +341,71 @@ def test_finetuned_config_sets_lora_shape_and_fusion(tiny_base_dir, tmp_path):
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids, fb).logits, model(ids, fb).logits, atol=0, rtol=0)
+
+
+def test_non_finite_or_wrongly_typed_tensors_are_named(tiny_base_dir, tmp_path):
+    """NaN/inf or integer tensors in a base or fine-tuned file: an error naming them (on by default)."""
+    import shutil
+
+    model = _with_lora(tiny_base_dir)
+    lora = {k: v for k, v in reference_finetuned_state(model).items() if ".lora_" in k}
+    name = sorted(lora)[0]
+    for case, value, message in (("nan", float("nan"), "NaN/inf"), ("int", None, "wrong type")):
+        bad = dict(lora)
+        bad[name] = bad[name].clone().fill_(value) if value is not None else torch.ones_like(bad[name], dtype=torch.int64)
+        torch.save(bad, tmp_path / f"{case}.pth")
+        with pytest.raises(CheckpointError, match=rf"{case}\.pth.*{message}.*{name.replace('.', '[.]')}.*" + ("int64" if case == "int" else "")):
+            load_model(tiny_base_dir, tmp_path / f"{case}.pth")
+        load_model(tiny_base_dir, tmp_path / f"{case}.pth", check_values=False)  # the opt-out
+    base = tmp_path / "base_inf"
+    shutil.copytree(tiny_base_dir, base)
+    shard = sorted(base.glob("pytorch_model-*.bin"))[0]
+    state = torch.load(shard, weights_only=True)
+    key = next(k for k in state if k.startswith("model.layers.") and k.endswith("q_proj.weight"))
+    state[key] = state[key].clone()
+    state[key][0, 0] = float("inf")
+    torch.save(state, shard)
+    with pytest.raises(CheckpointError, match=rf"{shard.name}.*NaN/inf.*q_proj"):
+        load_model(base)
+
+
+def test_malformed_configs_and_files_name_the_file_and_problem(tiny_base_dir, tmp_path):
+    import shutil
+
+    d = tmp_path / "local"
+    conv = load_model(tiny_base_dir)
+    save_local(conv[0], conv[1], d)
+    cfg = d / "fusionaudio_config.json"
+    good = cfg.read_text()
+    cases = [('{"llm": {', "malformed JSON"), ("", "empty config"), ("[1]", "must be a JSON object"),
+             (json.dumps({**json.loads(good), "audio": {"embed_dim": "wide", "patch_size": 16}}), "invalid model config")]
+    for text, message in cases:
+        cfg.write_text(text)
+        with pytest.raises(CheckpointError, match=message) as err:
+            load_model(d)
+        assert str(cfg) in str(err.value)
+    ref = tmp_path / "ref"
+    shutil.copytree(tiny_base_dir, ref)
+    llama = json.loads((ref / "config.json").read_text())
+    (ref / "config.json").write_text(json.dumps({**llama, "auto_map": {"AutoModel": "evil.Model"}}))
+    with pytest.raises(CheckpointError, match=r"config\.json: has an 'auto_map' entry"):
+        load_model(ref)
+    (ref / "config.json").write_text(json.dumps({**llama, "num_hidden_layers": "two"}))
+    with pytest.raises(CheckpointError, match=r"config\.json: invalid model config: num_hidden_layers must be"):
+        load_model(ref)
+    (ref / "config.json").write_text('{"hidden_size": 32,,}')
+    with pytest.raises(CheckpointError, match=r"config\.json: malformed JSON"):
+        load_model(ref)
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty\.pth: zero-byte checkpoint file"):
+        load_model(tiny_base_dir, empty)
+    loop = tmp_path / "loop.pth"
+    loop.symlink_to(tmp_path / "loop2.pth")
+    (tmp_path / "loop2.pth").symlink_to(loop)
+    with pytest.raises(CheckpointError, match=r"loop\.pth: symlink loop"):
+        load_model(tiny_base_dir, loop)
+    truncated = tmp_path / "cut.pth"
+    truncated.write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(CheckpointError, match=r"cut\.pth: cannot read checkpoint: \w+"):
+        load_model(tiny_base_dir, truncated)
