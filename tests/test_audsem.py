@@ -71,8 +71,77 @@ def test_detect_arch(ckpts, tmp_path):
     (tmp_path / "bert" / "config.json").write_text(json.dumps({"model_type": "bert"}))
     with pytest.raises(ValueError, match="bert"):
         detect_arch(tmp_path / "bert")
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(ValueError, match="cannot tell the architecture"):
         detect_arch(tmp_path)
+
+
+def test_detect_arch_knows_every_layout_this_project_writes(ckpts, tiny_base_dir, tmp_path):
+    from fusionaudio.inference import DEMO_MODEL_DIR
+    from fusionaudio.model.loading import convert
+
+    assert detect_arch(DEMO_MODEL_DIR) == "gama"  # the bundled demo model
+    assert detect_arch(convert(str(tiny_base_dir), str(tmp_path / "converted"))) == "gama"
+    assert detect_arch(tiny_base_dir) == "gama"  # reference layout
+    run = tmp_path / "gama_run"  # GAMA training output
+    run.mkdir()
+    (run / "fusionaudio_config.json").write_text((tmp_path / "converted" / "fusionaudio_config.json").read_text())
+    assert detect_arch(run) == "gama"
+    adapter = tmp_path / "audsem_run"  # fusionaudio.audsem.train output (a peft adapter)
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(ckpts["full"])}))
+    assert detect_arch(adapter) == "audsemthinker"
+    (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "gijs/audsemthinker"}))
+    with pytest.raises(ValueError, match="LoRA adapter directory, not a base model"):
+        detect_arch(adapter)
+
+
+def test_remote_code_directories_are_refused(ckpts, tmp_path):
+    """config.json / tokenizer_config.json with an auto_map: refused, the code never runs."""
+    for name in ("config.json", "tokenizer_config.json"):
+        d = tmp_path / name.replace(".", "_")
+        shutil.copytree(ckpts["thinker"], d)
+        cfg = json.loads((d / name).read_text())
+        cfg["auto_map"] = {"AutoConfig": "evil.EvilConfig", "AutoTokenizer": ["evil.EvilTokenizer", None]}
+        (d / name).write_text(json.dumps(cfg))
+        (d / "evil.py").write_text("raise SystemExit('remote code ran')\n")
+        with pytest.raises(ValueError, match="auto_map"):
+            AudSemThinkerInference(d) if name == "config.json" else OmniAudioProcessor.from_pretrained(d)
+        if name == "config.json":
+            with pytest.raises(ValueError, match="auto_map"):
+                detect_arch(d)
+
+
+def test_adapter_with_transformers_4x_names_loads_every_tensor(ckpts, tmp_path):
+    """An AudSemThinker adapter saved under transformers 4.x (``model.layers.*``, ``audio_tower.*``)
+    loads all its tensors, audio-encoder LoRA included; a stray tensor is an error naming it."""
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    tuned = add_lora(load_thinker(ckpts["thinker"]), target_modules=["q_proj", "v_proj"])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for n, p in tuned.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    current = get_peft_model_state_dict(tuned)
+    assert any(".audio_tower." in k for k in current)
+    old = {k.replace("base_model.model.model.language_model.", "base_model.model.model.")
+            .replace("base_model.model.model.audio_tower.", "base_model.model.audio_tower."): v for k, v in current.items()}
+    assert any(k.startswith("base_model.model.audio_tower.") for k in old)
+    d = tmp_path / "adapter_4x"
+    tuned.peft_config["default"].save_pretrained(str(d))
+    save_file({k: v.contiguous() for k, v in old.items()}, str(d / "adapter_model.safetensors"))
+    from fusionaudio.audsem.model import _apply_adapter
+
+    loaded = _apply_adapter(load_thinker(ckpts["thinker"]), d)
+    got = get_peft_model_state_dict(loaded)
+    assert sorted(got) == sorted(current)
+    for k in current:
+        assert torch.equal(got[k], current[k]), k
+    save_file({**{k: v.contiguous() for k, v in old.items()}, "base_model.model.extra.lora_A.weight": torch.zeros(2, 2)},
+              str(d / "adapter_model.safetensors"))
+    with pytest.raises(ValueError, match=r"matching no LoRA parameter: base_model\.model\.extra"):
+        _apply_adapter(load_thinker(ckpts["thinker"]), d)
 
 
 def test_full_omni_and_thinker_only_load_the_same_weights(ckpts):
