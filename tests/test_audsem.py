@@ -279,7 +279,7 @@ def test_labels_cover_only_the_completion(ckpts):
     for i, rec in enumerate(records[:2]):
         labels, ids = batch["labels"][i], batch["input_ids"][i]
         kept = labels != IGNORE_INDEX
-        assert tok.decode(ids[kept]) == rec.output + "<|im_end|>"
+        assert tok.decode(ids[kept]) == rec.output + "<|im_end|>\n"  # the template's newline, as TRL labels it
         # everything before the completion is masked: it ends with the assistant header
         first = int(kept.nonzero()[0])
         assert tok.decode(ids[:first]).endswith("<|im_start|>assistant\n")
@@ -297,7 +297,10 @@ def test_lora_sft_lowers_the_loss_and_saves_a_usable_adapter(ckpts):
     assert result["steps"] == 8 and len(result["losses"]) == 8
     assert (out / "adapter_model.safetensors").is_file() and (out / "adapter_config.json").is_file()
     assert not list(out.glob("*.bin"))
-    assert len((out / "train_log.jsonl").read_text().splitlines()) == 8
+    log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == 8
+    assert [round(e["lr"], 8) for e in log] == [round(1e-2 * (8 - s) / 8, 8) for s in range(8)]  # linear decay
+    assert json.loads((out / "train_config.json").read_text())["resampler"] == "sinc"
 
     proc = OmniAudioProcessor.from_pretrained(ckpts["full"])
     records = load_records(data)
@@ -306,6 +309,22 @@ def test_lora_sft_lowers_the_loss_and_saves_a_usable_adapter(ckpts):
     after = mean_loss(tuned.model, proc, records)
     assert after < before - 0.1, (before, after)
     assert isinstance(tuned.predict(str(ckpts["audio"] / "tone.wav"), "What?", max_new_tokens=4), str)
+
+
+def test_resampler_defaults_to_sinc_and_is_validated(ckpts, engine):
+    from fusionaudio.audsem.model import load_audio
+
+    assert engine.resampler == "sinc"
+    noise = str(ckpts["audio"] / "noise.wav")  # 22.05 kHz: resampled
+    from fusionaudio.audio import read_audio, resample
+
+    wave, sr = read_audio(noise)
+    want = resample(wave.mean(0, keepdim=True), sr, 16000, method="sinc")[0].numpy()
+    assert np.array_equal(load_audio(noise, 16000)[: len(want)], want.astype(np.float32))
+    with pytest.raises(ValueError, match="resampler must be one of"):
+        AudSemThinkerInference(ckpts["full"], resampler="fft")
+    with pytest.raises(ValueError, match="resampler must be one of"):
+        train(str(ckpts["full"]), "unused.json", str(ckpts["root"] / "never"), resampler="fft")
 
 
 def test_lora_targets_every_q_and_v_projection(ckpts):

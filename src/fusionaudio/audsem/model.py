@@ -118,8 +118,17 @@ def load_thinker(base_model_path, dtype=torch.float32, device="cpu"):
     return model.to(device).eval()
 
 
+RESAMPLERS = ("sinc", "soxr", "librosa")  # sinc = the model card's torchaudio.transforms.Resample
+
+
+def check_resampler(resampler: str) -> str:
+    if resampler not in RESAMPLERS:
+        raise ValueError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}")
+    return resampler
+
+
 def load_audio(path, sampling_rate: int, min_seconds: float = 1.0, max_seconds: float | None = 30.0,
-               resampler: str = "soxr") -> np.ndarray:
+               resampler: str = "sinc") -> np.ndarray:
     """Decode ``path`` to mono float32 at ``sampling_rate``.
 
     Channels are averaged; clips shorter than ``min_seconds`` are zero-padded to it and clips longer
@@ -168,20 +177,22 @@ class AudSemThinkerInference:
             (the question alone), see :func:`fusionaudio.structured.build_instruction`.
         system_prompt: the system message (default: the one AudSemThinker was trained with).
         processor_path: where the tokenizer / feature extractor / template live (default: base_model_path).
-        resampler: method passed to :func:`fusionaudio.audio.resample` (default ``"soxr"``).
+        resampler: method passed to :func:`fusionaudio.audio.resample`: ``"sinc"`` (default; matches the
+            model card's ``torchaudio.transforms.Resample``), ``"soxr"`` or ``"librosa"`` (upstream's
+            evaluation scripts).
     """
 
     arch = "audsemthinker"
 
     def __init__(self, base_model_path, model_path=None, device="cpu", dtype=torch.float32, *,
                  prompt_mode: str = DEFAULT_PROMPT_MODE, system_prompt: str = SYSTEM_PROMPT,
-                 processor_path=None, resampler: str = "soxr"):
+                 processor_path=None, resampler: str = "sinc"):
         build_instruction("probe", prompt_mode)  # validates the mode early
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype)
         self.prompt_mode = prompt_mode
         self.system_prompt = system_prompt
-        self.resampler = resampler
+        self.resampler = check_resampler(resampler)
         self.base_model_path, self.model_path = str(base_model_path), None if model_path is None else str(model_path)
         self.processor = OmniAudioProcessor.from_pretrained(processor_path or base_model_path)
         model = load_thinker(base_model_path, dtype=self.dtype, device=self.device)
