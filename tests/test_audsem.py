@@ -367,3 +367,15 @@ def test_jsonl_records_and_absolute_audio_paths(ckpts):
     bad.write_text(json.dumps(rows[0]) + "\n{oops\n")
     with pytest.raises(RecordError, match="line 2: invalid JSON"):
         load_records(bad)
+
+
+def test_released_7b_thinker_builds_on_meta_with_the_released_layout():
+    """load_thinker(..., device="meta") on the released config values: the 7B shape (untied lm_head),
+    and every parameter has a released (transformers-4.x) name that maps back onto it."""
+    from fusionaudio.audsem.released import released_thinker_coverage
+
+    report = released_thinker_coverage()
+    done, total = report["released names that map back onto the model"].split(" of ")
+    assert done == total and int(total) > 1000
+    assert report["lm_head tied to the embedding"] is False
+    assert 8.5 < float(report["parameters"].split(" B")[0]) < 9.5

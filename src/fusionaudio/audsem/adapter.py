@@ -18,7 +18,7 @@ ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 #: transformers-4.x thinker key names -> 5.x (after peft's ``base_model.model.`` prefix).
 THINKER_4X_TO_5X: list[tuple[str, str]] = [
     (r"^thinker\.", ""),  # adapters trained on the full Omni model
-    (r"^model\.(layers|embed_tokens|norm|rotary_emb)\.", r"model.language_model.\1."),
+    (r"^model\.(?!(language_model|visual|audio_tower)\.)", "model.language_model."),
     (r"^(audio_tower|visual)\.", r"model.\1."),
 ]
 _RULES = [(re.compile(p), r) for p, r in THINKER_4X_TO_5X]

@@ -100,6 +100,9 @@ def load_thinker(base_model_path, dtype=torch.float32, device="cpu"):
     config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     if model_type == "qwen2_5_omni":
         config = config.thinker_config
+    if str(device) == "meta":  # the architecture only (no weights read): shapes, parameter counts, key layouts
+        with torch.device("meta"):
+            return Qwen2_5OmniThinkerForConditionalGeneration._from_config(config, dtype=resolve_dtype(dtype)).eval()
     model, info = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
         path, config=config, dtype=resolve_dtype(dtype), local_files_only=True, output_loading_info=True,
         trust_remote_code=False,
