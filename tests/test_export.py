@@ -67,3 +67,29 @@ def test_export_without_merge_is_convert_and_bf16_export(tiny_base_dir, tmp_path
     assert cfg["torch_dtype"] == "bfloat16" and cfg["fusionaudio"]["lora"] is None
     model, _ = load_model(tmp_path / "bf16", dtype="bfloat16")
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+
+
+def test_audsemthinker_merged_export_gives_the_same_logits(tmp_path):
+    from fusionaudio.audsem.model import load_thinker
+    from fusionaudio.audsem.tiny import build_tiny_checkpoint
+    from fusionaudio.audsem.train import add_lora
+
+    base = build_tiny_checkpoint(tmp_path / "omni", full_omni=True, seed=0)
+    tuned = add_lora(load_thinker(base))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for n, p in tuned.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    tuned.save_pretrained(str(tmp_path / "adapter"))
+    assert main(["export", "--base_model", str(base), "--model_path", str(tmp_path / "adapter"),
+                 "--output", str(tmp_path / "merged"), "--merge"]) == 0
+    index = json.loads((tmp_path / "merged" / "model.safetensors.index.json").read_text())
+    assert all(k.startswith("thinker.") and "lora" not in k for k in index["weight_map"])
+    merged = load_thinker(tmp_path / "merged")
+    ids = torch.tensor([[1, 5, 9, 17, 33]])
+    with torch.no_grad():
+        want = tuned.eval()(input_ids=ids).logits
+        got = merged(input_ids=ids).logits
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+    assert (want - load_thinker(base)(input_ids=ids).logits).abs().max() > 1e-3

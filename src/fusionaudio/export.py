@@ -88,7 +88,16 @@ def save_reference_layout(model: GamaForCausalLM, tokenizer, output_dir, dtype=N
 
 def export(base_model: str, output: str, model_path: str | None = None, merge: bool = False,
            dtype: str | None = None, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> str:
-    """``fusionaudio export``: merged reference-format directory (``merge``) or ``convert``'s layout."""
+    """``fusionaudio export``: merged reference-format directory (``merge``) or ``convert``'s layout.
+    An AudSemThinker base (Qwen2.5-Omni) is exported with its adapter merged, in the released layout."""
+    from .audsem.model import detect_arch
+
+    if detect_arch(base_model) == "audsemthinker":
+        if not merge:
+            raise ValueError(f"{base_model}: an AudSemThinker model; export it with --merge (convert is GAMA-only)")
+        from .audsem.adapter import export_merged
+
+        return str(export_merged(base_model, model_path, output, dtype=dtype, max_shard_bytes=max_shard_bytes))
     if not merge:
         return convert(base_model, output, model_path, dtype)
     model, tok = load_model(base_model, model_path, device="cpu", dtype=torch.float32)
