@@ -160,7 +160,7 @@ class SentencePieceTokenizer(PreTrainedTokenizer):
         special = set(self.all_special_ids)
         pieces, run = [], []
         for i in ids:
-            if i in special or self.sp_model.is_control(i):
+            if i in special or self.sp_model.is_control(i) or self.sp_model.is_unused(i):
                 if skip_special_tokens:
                     continue
                 pieces.append(self.sp_model.decode(run))
