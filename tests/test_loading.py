@@ -279,6 +279,11 @@ def test_missing_directory_and_weights(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_model(tmp_path / "nope")
     (tmp_path / "config.json").write_text(json.dumps(GamaConfig.from_name("tiny").llm))
+    with pytest.raises(CheckpointError, match="no tokenizer"):
+        load_model(tmp_path)
+    from fusionaudio.tiny import train_tokenizer
+
+    train_tokenizer(tmp_path)
     with pytest.raises(CheckpointError, match="no model weights"):
         load_model(tmp_path)
 

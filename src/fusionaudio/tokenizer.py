@@ -24,6 +24,8 @@ from pathlib import Path
 
 from transformers.tokenization_python import PreTrainedTokenizer
 
+from .model.checkpoints import CheckpointError
+
 log = logging.getLogger("fusionaudio.tokenizer")
 
 SP_MODEL = "tokenizer.model"
@@ -43,7 +45,7 @@ PROBE_TEXTS = (
 )
 
 
-class TokenizerError(ValueError):
+class TokenizerError(CheckpointError):
     """A tokenizer directory that cannot be loaded exactly: names the directory and the problem."""
 
 

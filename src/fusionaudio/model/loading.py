@@ -253,6 +253,7 @@ def load_model(base_model_path, model_path=None, device="cpu", dtype=torch.float
     """
     dtype = resolve_dtype(dtype)
     device = torch.device(device)
+    tokenizer = load_tokenizer(base_model_path)  # first: a bad tokenizer directory fails before the weights load
     overrides = None
     if model_path is not None:
         model_path = Path(model_path)
@@ -264,7 +265,6 @@ def load_model(base_model_path, model_path=None, device="cpu", dtype=torch.float
     leftovers = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if leftovers:
         raise CheckpointError(f"{base_model_path}: tensors left uninitialised: {listing(leftovers)}")
-    tokenizer = load_tokenizer(base_model_path)
     check_vocab_size(tokenizer, model.llm.get_input_embeddings().weight.shape[0], base_model_path)
     return model, tokenizer
 
