@@ -24,7 +24,7 @@ from pathlib import Path
 
 from transformers.tokenization_python import PreTrainedTokenizer
 
-from .model.checkpoints import CheckpointError
+from .errors import CheckpointError
 
 log = logging.getLogger("fusionaudio.tokenizer")
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import CheckpointError
 from .config import GamaConfig, LoraSettings
 
 LOCAL_CONFIG = "fusionaudio_config.json"
@@ -24,10 +25,6 @@ ADAPTER_CONFIG = "adapter_config.json"
 CHECKPOINT_FILES = ("adapter_model.safetensors", "model.safetensors", "pytorch_model.bin", "adapter_model.bin")
 #: LoRA target lists that mean "no LoRA" (GAMA's stage-1 recipe passes ``['dummy']``).
 NO_LORA_TARGETS = ({"dummy"},)
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not match the model: names the file and the keys."""
 
 
 def listing(keys, limit: int = 20) -> str:
