@@ -414,3 +414,15 @@ def test_malformed_configs_and_files_name_the_file_and_problem(tiny_base_dir, tm
     truncated.write_bytes(b"PK\x03\x04garbage")
     with pytest.raises(CheckpointError, match=r"cut\.pth: cannot read checkpoint: \w+"):
         load_model(tiny_base_dir, truncated)
+
+
+def test_lora_injected_after_load_base_still_counts_the_base(tiny_base_dir, tmp_path):
+    """Training builds load_base(lora=False) + enable_lora, then loads a checkpoint on top."""
+    from fusionaudio.model.loading import load_base
+
+    model = _with_lora(tiny_base_dir)
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if ".lora_" in k}
+    save_file(state, str(tmp_path / "lora.safetensors"))
+    again = load_base(tiny_base_dir, lora=False)
+    again.enable_lora(model.config.lora)
+    assert sorted(load_finetuned(again, tmp_path / "lora.safetensors")) == sorted(state)

@@ -215,7 +215,12 @@ def load_finetuned(model: GamaForCausalLM, path: str | Path, check_values: bool 
     if check_values:
         raise_on_bad_values(path, {origin[k]: v for k, v in mapped.items()})
     lora_keys = {k for k in expected if ".lora_" in k}
-    from_base = getattr(model, "loaded_from_base", frozenset(k for k in expected if k not in lora_keys))
+    base_names = getattr(model, "loaded_from_base", None)
+    if base_names is None:
+        from_base = {k for k in expected if k not in lora_keys}
+    else:  # LoRA injected after loading renames q_proj.weight to q_proj.base_layer.weight
+        plain = {n.replace(".base_layer.", ".") for n in base_names}
+        from_base = {k for k in expected if k.replace(".base_layer.", ".") in plain}
     required = (set(expected) - set(from_base)) - (set() if lora_keys & set(mapped) else lora_keys)
     _raise_if_bad(path, required - set(mapped), unexpected, wrong)
     _log_unused(path, unused)
