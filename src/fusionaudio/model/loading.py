@@ -258,6 +258,8 @@ def load_model(base_model_path, model_path=None, device="cpu", dtype=torch.float
     """
     dtype = resolve_dtype(dtype)
     device = torch.device(device)
+    if not Path(base_model_path).is_dir():
+        raise CheckpointError(f"base model directory not found: {base_model_path}")
     tokenizer = load_tokenizer(base_model_path)  # first: a bad tokenizer directory fails before the weights load
     overrides = None
     if model_path is not None:
