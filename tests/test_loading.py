@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from fusionaudio.model import GamaConfig, GamaForCausalLM, load_model
 from fusionaudio.model.keymap import local_to_reference, reference_to_local
 from fusionaudio.model.loading import CheckpointError, load_finetuned, load_state_file, save_local
-from fusionaudio.tiny import reference_finetuned_state, reference_state_dict, write_reference_config
+from fusionaudio.tiny import reference_finetuned_state, reference_state_dict, train_tokenizer, write_reference_config
 
 from conftest import reference_dir
 
@@ -83,8 +83,6 @@ def test_manifest_base_and_finetuned_load_into_the_right_parameters(tmp_path, ca
     base_state = _tagged(base["entries"], offset=1.0)
     save_file(base_state, str(base_dir / "model.safetensors"))
     (base_dir / "config.json").write_text(json.dumps(base["config"]))  # plain Llama fields only
-    from fusionaudio.tiny import train_tokenizer
-
     train_tokenizer(base_dir, vocab_size=base["config"]["vocab_size"])
     ft_entries = [e for e in peft["entries"] if any(s in e["name"] for s in TRAINED)]
     ft_state = _tagged(ft_entries, offset=10_000.0)
@@ -257,6 +255,7 @@ def test_unexpected_and_missing_and_misshaped_keys_are_listed(tmp_path):
             pattern = r"shape mismatch.*query_tokens"
         save_file(s, str(d / "model.safetensors"))
         write_reference_config(cfg, d)
+        train_tokenizer(d, vocab_size=cfg.llm["vocab_size"])
         with pytest.raises(CheckpointError, match=pattern):
             load_model(d)
 
@@ -281,8 +280,6 @@ def test_missing_directory_and_weights(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(GamaConfig.from_name("tiny").llm))
     with pytest.raises(CheckpointError, match="no tokenizer"):
         load_model(tmp_path)
-    from fusionaudio.tiny import train_tokenizer
-
     train_tokenizer(tmp_path)
     with pytest.raises(CheckpointError, match="no model weights"):
         load_model(tmp_path)
