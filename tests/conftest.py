@@ -16,8 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def reference_dir() -> Path:
-    """The shared reference data (manifests, fbank fixtures) beside the checkout."""
-    return Path(os.environ.get("FUSIONAUDIO_REFERENCE_DIR", REPO.parent / "shared" / "reference"))
+    """The reference data (manifests, fbank fixtures): $FUSIONAUDIO_REFERENCE_DIR if set, else the
+    copy in tests/data/reference (so a fresh clone runs every test)."""
+    return Path(os.environ.get("FUSIONAUDIO_REFERENCE_DIR", REPO / "tests" / "data" / "reference"))
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from fusionaudio.model import GamaConfig, GamaForCausalLM, load_model
 from fusionaudio.model.keymap import local_to_reference, reference_to_local
 from fusionaudio.model.loading import CheckpointError, load_finetuned, load_state_file, save_local
-from fusionaudio.tiny import reference_finetuned_state, reference_state_dict, write_reference_config
+from fusionaudio.tiny import reference_finetuned_state, reference_state_dict, train_tokenizer, write_reference_config
 
 from conftest import reference_dir
 
@@ -83,9 +83,7 @@ def test_manifest_base_and_finetuned_load_into_the_right_parameters(tmp_path, ca
     base_state = _tagged(base["entries"], offset=1.0)
     save_file(base_state, str(base_dir / "model.safetensors"))
     (base_dir / "config.json").write_text(json.dumps(base["config"]))  # plain Llama fields only
-    from fusionaudio.tiny import train_tokenizer
-
-    train_tokenizer(base_dir)
+    train_tokenizer(base_dir, vocab_size=base["config"]["vocab_size"])
     ft_entries = [e for e in peft["entries"] if any(s in e["name"] for s in TRAINED)]
     ft_state = _tagged(ft_entries, offset=10_000.0)
     torch.save(ft_state, tmp_path / "finetuned.pth")
@@ -134,12 +132,108 @@ def test_peft_adapter_naming_and_values_win(tiny_base_dir, tmp_path):
             assert torch.equal(a, b), (naming, n)
 
 
-def test_finetuned_checkpoint_missing_lora_is_an_error(tiny_base_dir, tmp_path):
+def test_partial_lora_is_an_error(tiny_base_dir, tmp_path):
     model, _ = load_model(tiny_base_dir)
-    state = {k: v for k, v in reference_finetuned_state(model).items() if "lora" not in k}
-    torch.save(state, tmp_path / "nolora.pth")
-    with pytest.raises(CheckpointError, match=r"nolora\.pth.*missing key.*lora_A"):
-        load_finetuned(model, tmp_path / "nolora.pth")
+    state = reference_finetuned_state(model)
+    dropped = sorted(k for k in state if "lora_A" in k)[0]
+    del state[dropped]
+    torch.save(state, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError, match=r"partial\.pth.*1 missing key.*lora_A"):
+        load_model(tiny_base_dir, tmp_path / "partial.pth")
+
+
+def _with_lora(base_dir, r=8, alpha=16, targets=("q_proj", "v_proj")):
+    """A model on ``base_dir`` with random LoRA of the given shape (audio side as in the base)."""
+    from fusionaudio.model.config import LoraSettings
+    from fusionaudio.model.loading import load_base
+
+    model = load_base(base_dir, lora=False)
+    model.enable_lora(LoraSettings(r=r, alpha=alpha, dropout=0.0, target_modules=list(targets)))
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if ".lora_" in n:
+                p.normal_(0, 0.3)
+    return model.eval()
+
+
+def _same_logits(a, b, tok):
+    ids = tok(["### Instruction:\nHi  there\n\n### Response:\n"], return_tensors="pt").input_ids
+    fb = torch.randn(1, 1024, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(a(ids, fb).logits, b(ids, fb).logits, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("suffix", [".bin", ".pth", ".safetensors"])
+def test_lora_only_files_load_on_the_union_with_the_base(tiny_base_dir, tmp_path, suffix):
+    """Only the LoRA tensors in the file (peft's or the reference's naming): the audio side comes
+    from the base directory; nothing is reported missing."""
+    model = _with_lora(tiny_base_dir)
+    for naming in ("default", "peft"):
+        state = {k: v for k, v in reference_finetuned_state(model, lora_naming=naming).items() if ".lora_" in k}
+        assert state and all(".lora_" in k for k in state)
+        path = tmp_path / f"lora_only_{naming}{suffix}"
+        save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
+        loaded, tok = load_model(tiny_base_dir, path)
+        _same_logits(loaded, model, tok)
+
+
+@pytest.mark.parametrize("weights", ["adapter_model.safetensors", "adapter_model.bin"])
+def test_peft_adapter_directory_reads_its_config(tiny_base_dir, tmp_path, weights):
+    model = _with_lora(tiny_base_dir, r=4, alpha=32)
+    d = tmp_path / "adapter"
+    d.mkdir()
+    state = {k: v for k, v in reference_finetuned_state(model, lora_naming="peft").items() if ".lora_" in k}
+    save_file(state, str(d / weights)) if weights.endswith(".safetensors") else torch.save(state, d / weights)
+    config = {"peft_type": "LORA", "r": 4, "lora_alpha": 32, "lora_dropout": 0.05, "bias": "none",
+              "target_modules": ["v_proj", "q_proj"], "task_type": "CAUSAL_LM"}
+    (d / "adapter_config.json").write_text(json.dumps(config))
+    loaded, tok = load_model(tiny_base_dir, d)
+    assert (loaded.config.lora.r, loaded.config.lora.alpha, loaded.config.lora.dropout) == (4, 32, 0.05)
+    _same_logits(loaded, model, tok)
+    for bad, message in (({"r": 8}, r"rank \[4\] but the config says r=8"),
+                         ({"target_modules": ["q_proj", "k_proj", "v_proj"]}, r"target \['q_proj', 'v_proj'\] but"),
+                         ({"use_dora": True}, "use_dora=true is not supported"),
+                         ({"r": "four"}, "r must be a number")):
+        (d / "adapter_config.json").write_text(json.dumps({**config, **bad}))
+        with pytest.raises(CheckpointError, match=message) as err:
+            load_model(tiny_base_dir, d)
+        assert "adapter" in str(err.value)
+
+
+def test_checkpoint_without_lora_runs_without_lora(tiny_base_dir, tmp_path):
+    """GAMA's stage 1 trains the audio side only: the checkpoint has no LoRA, the model none either."""
+    from fusionaudio.model.loading import load_base
+
+    ref = load_base(tiny_base_dir, lora=False).eval()
+    with torch.no_grad():
+        ref.query_tokens.add_(1.0)
+    state = {k: v for k, v in reference_finetuned_state(ref).items() if ".lora_" not in k}
+    torch.save(state, tmp_path / "stage1.pth")
+    loaded, tok = load_model(tiny_base_dir, tmp_path / "stage1.pth")
+    assert not any(".lora_" in n for n, _ in loaded.named_parameters())
+    assert torch.equal(loaded.query_tokens, ref.query_tokens)
+    _same_logits(loaded, ref, tok)
+
+
+@pytest.mark.parametrize("lora", [None, {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["dummy"]}])
+def test_own_checkpoint_without_lora_loads(tiny_base_dir, tmp_path, lora):
+    """This project's training output for a no-LoRA run (lora null or target_modules ['dummy'])."""
+    from fusionaudio.model.loading import load_base
+
+    ref = load_base(tiny_base_dir, lora=False).eval()
+    with torch.no_grad():
+        ref.query_tokens.mul_(2.0)
+    ckpt = tmp_path / "checkpoint-5"
+    ckpt.mkdir()
+    trained = {k: v.contiguous() for k, v in ref.state_dict().items() if k.startswith(("audio_", "query_tokens"))}
+    save_file(trained, str(ckpt / "adapter_model.safetensors"))
+    cfg = ref.config.to_dict()
+    cfg["lora"] = lora
+    (ckpt / "fusionaudio_config.json").write_text(json.dumps(cfg))
+    loaded, tok = load_model(tiny_base_dir, ckpt)
+    assert loaded.config.lora is None and not any(".lora_" in n for n, _ in loaded.named_parameters())
+    _same_logits(loaded, ref, tok)
 
 
 def test_unexpected_and_missing_and_misshaped_keys_are_listed(tmp_path):
@@ -161,6 +255,7 @@ def test_unexpected_and_missing_and_misshaped_keys_are_listed(tmp_path):
             pattern = r"shape mismatch.*query_tokens"
         save_file(s, str(d / "model.safetensors"))
         write_reference_config(cfg, d)
+        train_tokenizer(d, vocab_size=cfg.llm["vocab_size"])
         with pytest.raises(CheckpointError, match=pattern):
             load_model(d)
 
@@ -183,6 +278,9 @@ def test_missing_directory_and_weights(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_model(tmp_path / "nope")
     (tmp_path / "config.json").write_text(json.dumps(GamaConfig.from_name("tiny").llm))
+    with pytest.raises(CheckpointError, match="no tokenizer"):
+        load_model(tmp_path)
+    train_tokenizer(tmp_path)
     with pytest.raises(CheckpointError, match="no model weights"):
         load_model(tmp_path)
 
@@ -245,3 +343,15 @@ def test_finetuned_config_sets_lora_shape_and_fusion(tiny_base_dir, tmp_path):
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(ids, fb).logits, model(ids, fb).logits, atol=0, rtol=0)
+
+
+def test_lora_injected_after_load_base_still_counts_the_base(tiny_base_dir, tmp_path):
+    """Training builds load_base(lora=False) + enable_lora, then loads a checkpoint on top."""
+    from fusionaudio.model.loading import load_base
+
+    model = _with_lora(tiny_base_dir)
+    state = {k: v.contiguous() for k, v in model.state_dict().items() if ".lora_" in k}
+    save_file(state, str(tmp_path / "lora.safetensors"))
+    again = load_base(tiny_base_dir, lora=False)
+    again.enable_lora(model.config.lora)
+    assert sorted(load_finetuned(again, tmp_path / "lora.safetensors")) == sorted(state)

@@ -50,7 +50,7 @@ def make_clips(folder: Path, n: int, seconds: float) -> list[str]:
 def build_engine(preset: str, device: torch.device, dtype: torch.dtype, tok_dir: Path) -> FusionAudioInference:
     """An inference object around a randomly initialised model of the preset's shape."""
     config = GamaConfig.from_name(preset)
-    tokenizer = train_tokenizer(tok_dir)
+    tokenizer = train_tokenizer(tok_dir, vocab_size=int(config.llm["vocab_size"]))  # as many pieces as embedding rows
     tokenizer.pad_token = tokenizer.convert_ids_to_tokens(0)
     tokenizer.padding_side = "left"
     with torch.device(device):

@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "load_model": "fusionaudio.model.loading",
+    "load_tokenizer": "fusionaudio.tokenizer",
     "GamaConfig": "fusionaudio.model.config",
     "GamaForCausalLM": "fusionaudio.model.gama",
     "FusionAudioInference": "fusionaudio.inference",

@@ -158,6 +158,14 @@ def main(argv=None) -> int:
     conv.add_argument("--output", required=True)
     conv.add_argument("--dtype", default="float32")
     conv.add_argument("--debug", action="store_true")
+    exp = sub.add_parser("export", help="--merge: fold LoRA into the Llama weights and write a reference-format "
+                         "base directory; without --merge the same as convert")
+    exp.add_argument("--base_model", required=True)
+    exp.add_argument("--model_path", default=None)
+    exp.add_argument("--output", required=True)
+    exp.add_argument("--merge", action="store_true")
+    exp.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: float32)")
+    exp.add_argument("--debug", action="store_true")
     sub.add_parser("quick", help="same as quick_inference.py", add_help=False)
     sub.add_parser("serve", help="OpenAI-compatible HTTP API (fusionaudio serve --help)", add_help=False)
     sub.add_parser("demo", help="Gradio web demo (fusionaudio demo --help)", add_help=False)
@@ -174,6 +182,11 @@ def main(argv=None) -> int:
         from .model.loading import convert
 
         return _run_guarded(lambda: print(f"wrote {convert(args.base_model, args.output, args.model_path, args.dtype)}"),
+                            args.debug)
+    if args.command == "export":
+        from .export import export
+
+        return _run_guarded(lambda: print(f"wrote {export(args.base_model, args.output, args.model_path, args.merge, args.dtype)}"),
                             args.debug)
     return 2
 

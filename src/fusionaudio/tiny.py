@@ -36,11 +36,27 @@ def default_corpus() -> list[str]:
     return texts
 
 
+def pad_sentencepiece(model: bytes, size: int) -> bytes:
+    """Append UNUSED pieces (never produced from text) until the model has ``size`` pieces,
+    so that the tokenizer matches an embedding with ``size`` rows exactly."""
+    from sentencepiece import sentencepiece_model_pb2 as pb
+
+    proto = pb.ModelProto.FromString(model)
+    if len(proto.pieces) > size:
+        raise ValueError(f"the trained tokenizer has {len(proto.pieces)} pieces, more than {size}")
+    low = min(p.score for p in proto.pieces)
+    for i in range(len(proto.pieces), size):
+        proto.pieces.add(piece=f"<unused_{i}>", score=low - 1.0, type=pb.ModelProto.SentencePiece.UNUSED)
+    return proto.SerializeToString()
+
+
 def train_tokenizer(out_dir: str | Path, texts: list[str] | None = None, vocab_size: int = 512):
-    """Train a Llama-style SentencePiece BPE tokenizer (byte fallback, unk=0 bos=1 eos=2)
-    and save it as a transformers tokenizer directory; returns the loaded tokenizer."""
+    """Train a Llama-style SentencePiece BPE tokenizer (byte fallback, unk=0 bos=1 eos=2) of
+    exactly ``vocab_size`` pieces (at most 512 learned, the rest UNUSED) and save it as a
+    Llama-2 tokenizer directory; returns the loaded tokenizer."""
     import sentencepiece as spm
-    from transformers import AutoTokenizer
+
+    from .tokenizer import load_tokenizer
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -49,7 +65,7 @@ def train_tokenizer(out_dir: str | Path, texts: list[str] | None = None, vocab_s
         sentence_iterator=iter(texts or default_corpus()),
         model_writer=buf,
         model_type="bpe",
-        vocab_size=vocab_size,
+        vocab_size=min(512, vocab_size),
         hard_vocab_limit=False,
         byte_fallback=True,
         split_digits=True,
@@ -64,13 +80,13 @@ def train_tokenizer(out_dir: str | Path, texts: list[str] | None = None, vocab_s
         num_threads=1,
         minloglevel=2,
     )
-    (out / "tokenizer.model").write_bytes(buf.getvalue())
+    (out / "tokenizer.model").write_bytes(pad_sentencepiece(buf.getvalue(), vocab_size))
     (out / "tokenizer_config.json").write_text(json.dumps({
         "tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
         "add_bos_token": True, "add_eos_token": False, "legacy": False,
     }))
-    tok = AutoTokenizer.from_pretrained(str(out), local_files_only=True)
-    tok.save_pretrained(str(out))  # adds tokenizer.json: fast loads, no conversion
+    tok = load_tokenizer(out)
+    tok.save_pretrained(str(out))  # adds a tokenizer.json merged by score (checked against SentencePiece)
     return tok
 
 
@@ -151,9 +167,7 @@ def make_reference_base_dir(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = GamaConfig.from_name(config) if isinstance(config, str) else config
-    tok = train_tokenizer(out, tokenizer_texts, vocab_size=min(512, int(config.llm["vocab_size"])))
-    if len(tok) > int(config.llm["vocab_size"]):
-        raise ValueError(f"tokenizer has {len(tok)} tokens but the config's vocab_size is {config.llm['vocab_size']}")
+    train_tokenizer(out, tokenizer_texts, vocab_size=int(config.llm["vocab_size"]))
     torch.manual_seed(seed)
     model = GamaForCausalLM(config)
     if llm_init_std is not None:

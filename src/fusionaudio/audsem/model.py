@@ -36,29 +36,53 @@ _SKIPPED_PREFIXES = ("talker.", "token2wav.")
 
 
 def _read_config(path) -> dict:
+    from fusionaudio.tokenizer import TokenizerError, read_json_object, refuse_remote_code
+
     cfg_file = Path(path) / "config.json"
     if not cfg_file.is_file():
         raise FileNotFoundError(f"{cfg_file}: no config.json (expected a model directory)")
     try:
-        return json.loads(cfg_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{cfg_file}: invalid JSON ({exc})") from exc
+        config = read_json_object(cfg_file)
+        refuse_remote_code(config, cfg_file)
+    except TokenizerError as exc:  # same message, this module's error type
+        raise ValueError(str(exc)) from None
+    return config
 
 
 def detect_arch(base_model_path) -> str:
     """``"audsemthinker"`` for a Qwen2.5-Omni (or thinker-only) directory, ``"gama"`` for a Llama one.
 
-    Reads ``model_type`` from ``base_model_path/config.json``; raises ``ValueError`` for any other type.
+    Knows every layout this project writes: ``fusionaudio_config.json`` (the bundled demo model,
+    ``fusionaudio convert`` output, GAMA training output) is GAMA; a ``config.json`` (reference base
+    directories, ``fusionaudio export`` output, Qwen2.5-Omni checkpoints) is read for ``model_type``; a
+    peft adapter directory (``fusionaudio.audsem.train`` output) follows its ``base_model_name_or_path``
+    when that is a local directory. Anything else is a ``ValueError`` naming the directory.
     """
-    model_type = _read_config(base_model_path).get("model_type")
-    if model_type in _OMNI_TYPES:
-        return "audsemthinker"
-    if model_type == "llama":
+    path = Path(base_model_path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: model directory not found")
+    if (path / "fusionaudio_config.json").is_file():
         return "gama"
-    raise ValueError(
-        f"{Path(base_model_path) / 'config.json'}: model_type {model_type!r} is neither a Qwen2.5-Omni "
-        f"({', '.join(_OMNI_TYPES)}) nor a Llama (GAMA) checkpoint"
-    )
+    if (path / "config.json").is_file():
+        model_type = _read_config(path).get("model_type")
+        if model_type in _OMNI_TYPES:
+            return "audsemthinker"
+        if model_type == "llama":
+            return "gama"
+        raise ValueError(
+            f"{path / 'config.json'}: model_type {model_type!r} is neither a Qwen2.5-Omni "
+            f"({', '.join(_OMNI_TYPES)}) nor a Llama (GAMA) checkpoint"
+        )
+    if (path / "adapter_config.json").is_file():
+        from fusionaudio.tokenizer import read_json_object
+
+        base = read_json_object(path / "adapter_config.json").get("base_model_name_or_path")
+        if isinstance(base, str) and base and Path(base).is_dir() and Path(base).resolve() != path.resolve():
+            return detect_arch(base)
+        raise ValueError(f"{path}: a LoRA adapter directory, not a base model; pass it as --model_path and its "
+                         f"base model as --base_model (or pass --arch)")
+    raise ValueError(f"{path}: no config.json, fusionaudio_config.json or adapter_config.json; "
+                     "cannot tell the architecture (pass --arch)")
 
 
 def load_thinker(base_model_path, dtype=torch.float32, device="cpu"):
@@ -73,11 +97,15 @@ def load_thinker(base_model_path, dtype=torch.float32, device="cpu"):
     model_type = _read_config(path).get("model_type")
     if model_type not in _OMNI_TYPES:
         raise ValueError(f"{path}: model_type {model_type!r} is not a Qwen2.5-Omni checkpoint ({', '.join(_OMNI_TYPES)})")
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
+    config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     if model_type == "qwen2_5_omni":
         config = config.thinker_config
+    if str(device) == "meta":  # the architecture only (no weights read): shapes, parameter counts, key layouts
+        with torch.device("meta"):
+            return Qwen2_5OmniThinkerForConditionalGeneration._from_config(config, dtype=resolve_dtype(dtype)).eval()
     model, info = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
         path, config=config, dtype=resolve_dtype(dtype), local_files_only=True, output_loading_info=True,
+        trust_remote_code=False,
         device_map={"": str(torch.device(device))},
     )
     unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(_SKIPPED_PREFIXES)]
@@ -93,8 +121,17 @@ def load_thinker(base_model_path, dtype=torch.float32, device="cpu"):
     return model.to(device).eval()
 
 
+RESAMPLERS = ("sinc", "soxr", "librosa")  # sinc = the model card's torchaudio.transforms.Resample
+
+
+def check_resampler(resampler: str) -> str:
+    if resampler not in RESAMPLERS:
+        raise ValueError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}")
+    return resampler
+
+
 def load_audio(path, sampling_rate: int, min_seconds: float = 1.0, max_seconds: float | None = 30.0,
-               resampler: str = "soxr") -> np.ndarray:
+               resampler: str = "sinc") -> np.ndarray:
     """Decode ``path`` to mono float32 at ``sampling_rate``.
 
     Channels are averaged; clips shorter than ``min_seconds`` are zero-padded to it and clips longer
@@ -143,20 +180,22 @@ class AudSemThinkerInference:
             (the question alone), see :func:`fusionaudio.structured.build_instruction`.
         system_prompt: the system message (default: the one AudSemThinker was trained with).
         processor_path: where the tokenizer / feature extractor / template live (default: base_model_path).
-        resampler: method passed to :func:`fusionaudio.audio.resample` (default ``"soxr"``).
+        resampler: method passed to :func:`fusionaudio.audio.resample`: ``"sinc"`` (default; matches the
+            model card's ``torchaudio.transforms.Resample``), ``"soxr"`` or ``"librosa"`` (upstream's
+            evaluation scripts).
     """
 
     arch = "audsemthinker"
 
     def __init__(self, base_model_path, model_path=None, device="cpu", dtype=torch.float32, *,
                  prompt_mode: str = DEFAULT_PROMPT_MODE, system_prompt: str = SYSTEM_PROMPT,
-                 processor_path=None, resampler: str = "soxr"):
+                 processor_path=None, resampler: str = "sinc"):
         build_instruction("probe", prompt_mode)  # validates the mode early
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype)
         self.prompt_mode = prompt_mode
         self.system_prompt = system_prompt
-        self.resampler = resampler
+        self.resampler = check_resampler(resampler)
         self.base_model_path, self.model_path = str(base_model_path), None if model_path is None else str(model_path)
         self.processor = OmniAudioProcessor.from_pretrained(processor_path or base_model_path)
         model = load_thinker(base_model_path, dtype=self.dtype, device=self.device)
@@ -249,12 +288,6 @@ class AudSemThinkerInference:
 
 
 def _apply_adapter(model, model_path):
-    from peft import PeftModel
+    from fusionaudio.audsem.adapter import apply_adapter
 
-    path = Path(model_path)
-    if not (path / "adapter_config.json").is_file():
-        raise FileNotFoundError(
-            f"{path}: not a peft LoRA adapter directory (no adapter_config.json); pass a full fine-tuned "
-            "checkpoint as base_model_path instead"
-        )
-    return PeftModel.from_pretrained(model, str(path), is_trainable=False)
+    return apply_adapter(model, model_path)

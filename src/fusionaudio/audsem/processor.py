@@ -12,19 +12,29 @@ the tensors against the stock processor):
 3. expand each ``<|AUDIO|>`` placeholder, in order, into ``((L - 1) // 2 + 1 - 2) // 2 + 1`` audio tokens
    where ``L`` is the clip's number of feature frames;
 4. tokenize with padding (left by default, for generation).
+
+User text never becomes control tokens (a deliberate deviation from the stock processor, which turns a
+literal ``<|im_end|>`` or ``<|AUDIO|>`` typed in a question or answer into the control id): user strings
+are marked with transformers' ``mark_control_tokens`` before the template is rendered, and the rendered
+text is encoded with ``encode_marked_chat``, so only the template's own control tokens are control ids.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import torch
+from transformers.utils import chat_template_utils as _chat
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["OmniAudioProcessor", "audio_token_count"]
+
+#: A user string marked by ``mark_control_tokens`` (kept as text).
+_MARKED = re.compile(f"({re.escape(_chat._CONTROL_TOKEN_START)}.*?{re.escape(_chat._CONTROL_TOKEN_END)})", re.S)
 
 
 def audio_token_count(num_frames: torch.Tensor) -> torch.Tensor:
@@ -53,7 +63,12 @@ class OmniAudioProcessor:
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: processor directory not found")
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        from fusionaudio.tokenizer import read_json_object, refuse_remote_code
+
+        for name in ("tokenizer_config.json", "config.json", "processor_config.json", "preprocessor_config.json"):
+            if (path / name).is_file():
+                refuse_remote_code(read_json_object(path / name), path / name)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         fe_file = path / "preprocessor_config.json"
         proc_file = path / "processor_config.json"
         proc_cfg = json.loads(proc_file.read_text()) if proc_file.is_file() else {}
@@ -74,11 +89,29 @@ class OmniAudioProcessor:
     def sampling_rate(self) -> int:
         return int(self.feature_extractor.sampling_rate)
 
+    def _control_re(self) -> re.Pattern:
+        return _chat._get_control_token_patterns(tuple(self.tokenizer.added_tokens_encoder))[0]
+
+    def mark_user_text(self, obj):
+        """``obj`` (a string or messages) with its control-token strings marked as plain text."""
+        return _chat.mark_control_tokens(obj, self._control_re())
+
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
-        """Render one conversation (list of ``{"role", "content"}``) to prompt text."""
+        """Render one conversation (list of ``{"role", "content"}``) to prompt text; control tokens
+        inside the messages are marked so that :meth:`encode` keeps them as text."""
         return self.tokenizer.apply_chat_template(
-            messages, chat_template=self.chat_template, tokenize=False, add_generation_prompt=add_generation_prompt
+            self.mark_user_text(messages), chat_template=self.chat_template, tokenize=False,
+            add_generation_prompt=add_generation_prompt,
         )
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of rendered (marked) text: the template's control tokens as ids, marked user
+        text as text. Without markers this is ``tokenizer(text, add_special_tokens=False)``."""
+        return _chat.encode_marked_chat(self.tokenizer, text)
+
+    def encode_user_text(self, text: str) -> list[int]:
+        """Token ids of raw user text (e.g. a training answer), never a control token."""
+        return self.encode(self.mark_user_text(text)) if text else []
 
     def audio_features(self, audio: list) -> dict:
         """Log-mel features ``[N, 128, frames]``, their frame mask and the audio-token count per clip.
@@ -101,20 +134,24 @@ class OmniAudioProcessor:
             "num_audio_tokens": audio_token_count(mask.sum(-1)),
         }
 
+    def count_placeholders(self, texts: list[str]) -> int:
+        """``<|AUDIO|>`` placeholders written by the template (not those the user typed, which are marked)."""
+        return sum(c.count(self.audio_token) for t in texts for c in _MARKED.split(t)[0::2])
+
     def expand_audio_tokens(self, texts: list[str], num_audio_tokens) -> list[str]:
         """Replace the ``<|AUDIO|>`` placeholders, in reading order, by one token per audio frame group."""
         counts = [int(n) for n in num_audio_tokens]
-        found = sum(t.count(self.audio_token) for t in texts)
+        chunks = [_MARKED.split(t) for t in texts]
+        found = self.count_placeholders(texts)
         if found != len(counts):
             raise ValueError(f"{found} {self.audio_token} placeholders in the text but {len(counts)} audio clips")
         it = iter(counts)
         out = []
-        for text in texts:
-            parts = text.split(self.audio_token)
-            rebuilt = parts[0]
-            for part in parts[1:]:
-                rebuilt += self.audio_token * next(it) + part
-            out.append(rebuilt)
+        for parts in chunks:
+            for j in range(0, len(parts), 2):
+                pieces = parts[j].split(self.audio_token)
+                parts[j] = pieces[0] + "".join(self.audio_token * next(it) + piece for piece in pieces[1:])
+            out.append("".join(parts))
         return out
 
     def __call__(self, texts: list[str], audio: list | None = None, padding_side: str = "left") -> dict:
@@ -126,11 +163,17 @@ class OmniAudioProcessor:
             feats = self.audio_features(list(audio))
             texts = self.expand_audio_tokens(texts, feats.pop("num_audio_tokens"))
             data.update(feats)
-        elif any(self.audio_token in t for t in texts):
+        elif self.count_placeholders(texts):
             raise ValueError(f"{self.audio_token} placeholder in the text but no audio given")
-        enc = self.tokenizer(texts, padding=True, padding_side=padding_side, return_tensors="pt")
-        data["input_ids"] = enc["input_ids"]
-        data["attention_mask"] = enc["attention_mask"]
+        ids = [self.encode(t) for t in texts]
+        width = max(len(i) for i in ids)
+        pad = self.tokenizer.pad_token_id
+        data["input_ids"] = torch.full((len(ids), width), pad, dtype=torch.long)
+        data["attention_mask"] = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, seq in enumerate(ids):
+            cols = slice(width - len(seq), width) if padding_side == "left" else slice(0, len(seq))
+            data["input_ids"][row, cols] = torch.tensor(seq, dtype=torch.long)
+            data["attention_mask"][row, cols] = 1
         return data
 
     def batch_decode(self, token_ids) -> list[str]:

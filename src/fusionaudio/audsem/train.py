@@ -30,7 +30,7 @@ import torch
 
 from fusionaudio.audio import AudioError
 from fusionaudio.audsem.config import DEFAULT_PROMPT_MODE, LORA_DEFAULTS, SYSTEM_PROMPT, TRAIN_DEFAULTS, build_instruction
-from fusionaudio.audsem.model import build_conversation, load_audio, load_thinker
+from fusionaudio.audsem.model import build_conversation, check_resampler, load_audio, load_thinker
 from fusionaudio.model.loading import resolve_dtype
 from fusionaudio.audsem.processor import OmniAudioProcessor
 from fusionaudio.structured import VARIANTS, parse_structured
@@ -142,8 +142,10 @@ def load_records(data_path, check_audio: bool = True, require_structured: bool =
 
 
 def build_batch(processor: OmniAudioProcessor, records: list[Record], prompt_mode: str = DEFAULT_PROMPT_MODE,
-                system_prompt: str = SYSTEM_PROMPT, resampler: str = "soxr") -> dict:
-    """Right-padded training tensors with completion-only ``labels`` for ``records``."""
+                system_prompt: str = SYSTEM_PROMPT, resampler: str = "sinc") -> dict:
+    """Right-padded training tensors with completion-only ``labels`` for ``records``: the completion,
+    its ``<|im_end|>`` and the newline the chat template writes after it (labelled as TRL's SFT does
+    when it trains on the rendered assistant turn)."""
     tok = processor.tokenizer
     waves = []
     for r in records:
@@ -158,9 +160,10 @@ def build_batch(processor: OmniAudioProcessor, records: list[Record], prompt_mod
     feats = processor.audio_features(waves)
     prompts = processor.expand_audio_tokens(prompts, feats.pop("num_audio_tokens"))
     seqs, labels = [], []
+    newline = tok("\n", add_special_tokens=False)["input_ids"]
     for prompt, r in zip(prompts, records):
-        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        c_ids = tok(r.output + tok.eos_token, add_special_tokens=False)["input_ids"]
+        p_ids = processor.encode(prompt)
+        c_ids = processor.encode_user_text(r.output) + [tok.convert_tokens_to_ids(tok.eos_token)] + newline
         seqs.append(p_ids + c_ids)
         labels.append([IGNORE_INDEX] * len(p_ids) + c_ids)
     width = max(len(s) for s in seqs)
@@ -220,17 +223,25 @@ def train(base_model_path: str, data_path: str, output_dir: str, epochs: int = T
           lora_dropout: float = LORA_DEFAULTS["lora_dropout"],
           target_modules: str = ",".join(LORA_DEFAULTS["target_modules"]),
           prompt_mode: str = DEFAULT_PROMPT_MODE, system_prompt: str = SYSTEM_PROMPT,
-          device: str = "cpu", dtype: str = "float32", seed: int = 42, weight_decay: float = 0.0,
-          structured_variant: str = "three") -> dict:
+          device: str = "cpu", dtype: str = "auto", seed: int = 42, weight_decay: float = 0.0,
+          resampler: str = "sinc", lr_scheduler: str = "linear", structured_variant: str = "three") -> dict:
     """Fine-tune LoRA adapters on ``data_path`` and save them to ``output_dir``.
 
     Defaults follow AudSemThinker's SFT (LoRA r=8/alpha=16/dropout 0.05 on every ``q_proj`` and ``v_proj``,
-    AdamW lr 2e-4, 1 epoch, batch 4; use ``--device cuda --dtype bfloat16`` as the paper did). ``max_steps``
-    caps optimizer steps. ``structured_variant="two"`` validates targets in the two-section
-    ``<think>``/``<answer>`` format (the GRPO model's) instead of the three-section one.
+    AdamW lr 2e-4 decayed linearly to 0 over the run with no warm-up (TRL's SFT default; ``--lr_scheduler
+    constant`` keeps it fixed), 1 epoch, batch 4, the last partial batch kept (the Trainer's default);
+    ``dtype="auto"`` is bfloat16 on CUDA, as the card trained, and float32 on CPU; ``resampler`` ``sinc``
+    (the card's torchaudio resampling), ``soxr`` or ``librosa``. ``max_steps`` caps optimizer steps.
+    ``structured_variant="two"`` validates targets in the two-section ``<think>``/``<answer>`` format
+    (the GRPO model's) instead of the three-section one.
     Returns ``{"output_dir", "steps", "losses"}`` (loss per optimizer step).
     """
     build_instruction("probe", prompt_mode)
+    check_resampler(resampler)
+    if lr_scheduler not in ("linear", "constant"):
+        raise ValueError(f"lr_scheduler must be 'linear' or 'constant', got {lr_scheduler!r}")
+    if dtype == "auto":
+        dtype = "bfloat16" if str(device).startswith("cuda") else "float32"
     out = Path(output_dir)
     records = load_records(data_path, structured_variant=structured_variant)
     processor = OmniAudioProcessor.from_pretrained(base_model_path)
@@ -244,6 +255,8 @@ def train(base_model_path: str, data_path: str, output_dir: str, epochs: int = T
     rng = random.Random(seed)
     steps_per_epoch = math.ceil(len(records) / (batch_size * grad_accum))
     total_steps = steps_per_epoch * int(epochs) if max_steps is None else int(max_steps)
+    decay = (lambda s: max(0.0, (total_steps - s) / total_steps)) if lr_scheduler == "linear" else (lambda s: 1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, decay)
     logger.info("training %d records, %d optimizer steps, %d trainable params", len(records), total_steps,
                 sum(p.numel() for p in params))
 
@@ -251,7 +264,8 @@ def train(base_model_path: str, data_path: str, output_dir: str, epochs: int = T
     args = dict(base_model_path=str(base_model_path), data_path=str(data_path), epochs=epochs, lr=lr,
                 batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps, max_grad_norm=max_grad_norm,
                 lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules,
-                prompt_mode=prompt_mode, system_prompt=system_prompt, dtype=dtype, seed=seed, weight_decay=weight_decay)
+                prompt_mode=prompt_mode, system_prompt=system_prompt, dtype=dtype, seed=seed, weight_decay=weight_decay,
+                resampler=resampler, lr_scheduler=lr_scheduler)
     (out / "train_config.json").write_text(json.dumps(args, indent=2))
     losses: list[float] = []
     step = 0
@@ -264,17 +278,20 @@ def train(base_model_path: str, data_path: str, output_dir: str, epochs: int = T
                 group = batches[g:g + grad_accum]
                 step_loss = 0.0
                 for chunk in group:
-                    batch = _to_device(build_batch(processor, chunk, prompt_mode, system_prompt), device, torch_dtype)
+                    batch = _to_device(build_batch(processor, chunk, prompt_mode, system_prompt, resampler),
+                                       device, torch_dtype)
                     loss = model(**batch, use_cache=False).loss
                     (loss / len(group)).backward()
                     step_loss += float(loss.detach()) / len(group)
                 if max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+                lr_now = optimizer.param_groups[0]["lr"]
                 optimizer.step()
+                scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 losses.append(step_loss)
-                log.write(json.dumps({"step": step, "loss": step_loss}) + "\n")
+                log.write(json.dumps({"step": step, "loss": step_loss, "lr": lr_now}) + "\n")
                 log.flush()
                 logger.info("step %d/%d loss %.4f", step, total_steps, step_loss)
                 if step >= total_steps:

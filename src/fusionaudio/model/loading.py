@@ -8,13 +8,29 @@ are read with ``torch.load(weights_only=True)`` only.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from pathlib import Path
 
 import torch
 
+from ..tokenizer import check_vocab_size, load_tokenizer  # noqa: F401 - load_tokenizer is re-exported
+from .checkpoints import (  # noqa: F401 - re-exported: the loading API
+    ADAPTER_CONFIG,
+    CHECKPOINT_FILES,
+    LOCAL_CONFIG,
+    CheckpointError,
+    base_weight_files,
+    check_lora_weights,
+    config_from_file,
+    effective_lora,
+    listing,
+    load_state_file,
+    raise_on_bad_values,
+    read_adapter_config,
+    read_config,
+    state_keys,
+)
 from .config import GamaConfig
 from .gama import GamaForCausalLM
 from .keymap import (
@@ -27,19 +43,8 @@ from .keymap import (
 
 log = logging.getLogger("fusionaudio.load")
 
-LOCAL_CONFIG = "fusionaudio_config.json"
 LOCAL_WEIGHTS = "model.safetensors"
 _LOCAL_PREFIXES = ("llm.", "audio_encoder.", "qformer.", "query_tokens", "qformer_proj_norm.", "audio_")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that does not match the model: names the file and the keys."""
-
-
-def _listing(keys, limit: int = 20) -> str:
-    keys = sorted(keys)
-    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
 
 
 def resolve_dtype(dtype) -> torch.dtype:
@@ -52,70 +57,15 @@ def resolve_dtype(dtype) -> torch.dtype:
     return names[dtype]
 
 
-# -- files ---------------------------------------------------------------------------
-def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a ``.safetensors`` file or a pickled ``.bin/.pth/.pt`` state dict (weights only)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        elif path.suffix in (".bin", ".pth", ".pt"):
-            try:
-                state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError as exc:  # files in the legacy (non-zip) format cannot be mapped
-                if "mmap" not in str(exc):
-                    raise
-                state = torch.load(str(path), map_location="cpu", weights_only=True)
-        else:
-            raise CheckpointError(f"{path}: unsupported checkpoint type {path.suffix!r} (.safetensors, .bin, .pth, .pt)")
-    except CheckpointError:
-        raise
-    except Exception as exc:  # corrupt file, pickle with non-tensor objects, ...
-        raise CheckpointError(f"{path}: cannot read checkpoint: {exc}") from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a flat state dict of tensors")
-    return state
-
-
-def base_weight_files(directory: Path) -> list[Path]:
-    """The weight files of a base directory: safetensors first, then ``.bin`` shards."""
-    for index_name, single, pattern in (
-        ("model.safetensors.index.json", "model.safetensors", "*.safetensors"),
-        ("pytorch_model.bin.index.json", "pytorch_model.bin", "pytorch_model*.bin"),
-    ):
-        index = directory / index_name
-        if index.is_file():
-            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-            return [directory / f for f in files]
-        if (directory / single).is_file():
-            return [directory / single]
-        found = sorted(directory.glob(pattern))
-        if found:
-            return found
-    raise CheckpointError(f"{directory}: no model weights (model*.safetensors or pytorch_model*.bin)")
-
-
-def read_config(directory: Path) -> tuple[GamaConfig, str]:
-    """(config, layout) of a model directory; layout is "local" or "reference"."""
-    if (directory / LOCAL_CONFIG).is_file():
-        return GamaConfig.load(directory / LOCAL_CONFIG), "local"
-    cfg = directory / "config.json"
-    if not cfg.is_file():
-        raise CheckpointError(f"{directory}: not a model directory (no config.json or {LOCAL_CONFIG})")
-    return GamaConfig.from_llama_config(json.loads(cfg.read_text())), "reference"
-
-
 # -- key mapping ------------------------------------------------------------------------
 def _is_local_layout(keys) -> bool:
     return all(k.startswith(_LOCAL_PREFIXES) for k in keys)
 
 
-def map_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], unused: Counter):
-    """Rename ``state`` to the model's names. Returns (mapped, unexpected, wrong_shape)."""
+def map_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], unused: Counter,
+              origin: dict | None = None):
+    """Rename ``state`` to the model's names. Returns (mapped, unexpected, wrong_shape);
+    ``origin`` (if given) receives model name -> the file's name."""
     local = _is_local_layout(state)
     mapped, unexpected, wrong_shape = {}, [], []
     for name, tensor in state.items():
@@ -139,17 +89,19 @@ def map_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], u
             wrong_shape.append(f"{name} {tuple(tensor.shape)} vs model {tuple(expected[target])}")
         else:
             mapped[target] = tensor
+            if origin is not None:
+                origin[target] = name
     return mapped, unexpected, wrong_shape
 
 
 def _raise_if_bad(source, missing=(), unexpected=(), wrong_shape=()):
     problems = []
     if missing:
-        problems.append(f"{len(missing)} missing key(s): {_listing(missing)}")
+        problems.append(f"{len(missing)} missing key(s): {listing(missing)}")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {_listing(unexpected)}")
+        problems.append(f"{len(unexpected)} unexpected key(s): {listing(unexpected)}")
     if wrong_shape:
-        problems.append(f"{len(wrong_shape)} shape mismatch(es): {_listing(wrong_shape)}")
+        problems.append(f"{len(wrong_shape)} shape mismatch(es): {listing(wrong_shape)}")
     if problems:
         raise CheckpointError(f"{source}: " + "; ".join(problems))
 
@@ -176,15 +128,35 @@ def finetuned_config(path: str | Path) -> GamaConfig | None:
     """The config saved beside a fine-tuned checkpoint by training (None for reference files)."""
     path = Path(path)
     candidate = (path if path.is_dir() else path.parent) / LOCAL_CONFIG
-    return GamaConfig.load(candidate) if candidate.is_file() else None
+    return config_from_file(candidate, reference=False) if candidate.is_file() else None
+
+
+def checkpoint_file(path: Path) -> Path:
+    """The weights file of a fine-tuned checkpoint (a file, or a directory holding one)."""
+    if not path.is_dir():
+        return path
+    found = [path / n for n in CHECKPOINT_FILES if (path / n).is_file() or (path / n).is_symlink()]
+    if not found:
+        raise CheckpointError(f"{path}: no checkpoint file ({', '.join(CHECKPOINT_FILES)})")
+    return found[0]
+
+
+def finetuned_overrides(path: Path) -> dict:
+    """Config sections the checkpoint at ``path`` sets: a peft ``adapter_config.json`` gives the LoRA
+    settings; a ``fusionaudio_config.json`` beside it (training output) gives LoRA and aggregator."""
+    if path.is_dir() and (path / ADAPTER_CONFIG).is_file():
+        return {"lora": read_adapter_config(path)}
+    ft = finetuned_config(path)
+    return {name: getattr(ft, name) for name in FINETUNE_SECTIONS} if ft else {}
 
 
 def load_base(directory: str | Path, device="cpu", dtype=torch.float32, lora: bool = True,
-              overrides: dict | None = None) -> GamaForCausalLM:
+              overrides: dict | None = None, check_values: bool = True) -> GamaForCausalLM:
     """Build the model from a base directory (reference or local layout), strictly.
 
     ``overrides`` replaces config sections (``lora``, ``aggregator``) with those a fine-tuned
-    checkpoint was trained with."""
+    checkpoint was trained with. The model's ``loaded_from_base`` attribute lists the parameters
+    the directory provided (a reference base has no LoRA tensors)."""
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"base model directory not found: {directory}")
@@ -193,6 +165,7 @@ def load_base(directory: str | Path, device="cpu", dtype=torch.float32, lora: bo
         if name not in FINETUNE_SECTIONS:
             raise ValueError(f"cannot override config section {name!r}; only {FINETUNE_SECTIONS}")
         setattr(config, name, value)
+    config.lora = effective_lora(config.lora)
     with torch.device("meta"):
         model = GamaForCausalLM(config)
     if layout == "local" and config.lora is not None and lora:
@@ -202,11 +175,14 @@ def load_base(directory: str | Path, device="cpu", dtype=torch.float32, lora: bo
     files = [directory / LOCAL_WEIGHTS] if layout == "local" else base_weight_files(directory)
     state, unused, unexpected, wrong = {}, Counter(), [], []
     for path in files:
-        mapped, bad, shapes = map_state(load_state_file(path), expected, unused)
+        origin = {}
+        mapped, bad, shapes = map_state(load_state_file(path), expected, unused, origin)
+        if check_values:
+            raise_on_bad_values(path, {origin[k]: v for k, v in mapped.items()})
         unexpected += [f"{n} (in {path.name})" for n in bad]
         wrong += shapes
         for k, v in mapped.items():
-            state[k] = v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+            state[k] = v.to(device=device, dtype=dtype)
     _raise_if_bad(directory, set(expected) - set(state), unexpected, wrong)
     _log_unused(directory, unused)
     model.load_state_dict(state, strict=True, assign=True)
@@ -214,31 +190,38 @@ def load_base(directory: str | Path, device="cpu", dtype=torch.float32, lora: bo
     if layout == "reference" and config.lora is not None and lora:
         model.enable_lora(config.lora)
         model.to(device=device, dtype=dtype)
+    # strict above: every non-LoRA parameter came from the directory (LoRA only in our layout)
+    model.loaded_from_base = frozenset(n for n, _ in model.named_parameters() if ".lora_" not in n or n in state)
     return model
 
 
-def load_finetuned(model: GamaForCausalLM, path: str | Path) -> list[str]:
+def load_finetuned(model: GamaForCausalLM, path: str | Path, check_values: bool = True) -> list[str]:
     """Load a fine-tuned checkpoint on top of ``model``; returns the keys it set.
 
-    Reference-format files must hold every LoRA and audio-side tensor (what the
-    reference's Trainer saves); this project's files must hold every LoRA tensor."""
+    Strict on the union of base and checkpoint: every parameter comes from the base directory
+    (``model.loaded_from_base``) or the checkpoint (which wins); LoRA comes all from the checkpoint
+    or not at all (then the model keeps its own, e.g. freshly initialised for training)."""
     path = Path(path)
-    if path.is_dir():
-        candidates = [path / n for n in ("adapter_model.safetensors", "model.safetensors", "pytorch_model.bin", "adapter_model.bin")]
-        found = [c for c in candidates if c.is_file()]
-        if not found:
-            raise CheckpointError(f"{path}: no checkpoint file (adapter_model.safetensors, model.safetensors, pytorch_model.bin)")
-        path = found[0]
+    overrides = finetuned_overrides(path)
+    path = checkpoint_file(path)
     params = dict(model.named_parameters())
     expected = {k: v.shape for k, v in params.items()}
     raw = load_state_file(path)
+    if "lora" in overrides:
+        check_lora_weights(path, raw, overrides["lora"])
     unused = Counter()
-    mapped, unexpected, wrong = map_state(raw, expected, unused)
+    origin = {}
+    mapped, unexpected, wrong = map_state(raw, expected, unused, origin)
+    if check_values:
+        raise_on_bad_values(path, {origin[k]: v for k, v in mapped.items()})
     lora_keys = {k for k in expected if ".lora_" in k}
-    if _is_local_layout(raw):
-        required = lora_keys
-    else:
-        required = {k for k in expected if any(s in local_to_reference(k) for s in REFERENCE_TRAINED_SUBSTRINGS)}
+    base_names = getattr(model, "loaded_from_base", None)
+    if base_names is None:
+        from_base = {k for k in expected if k not in lora_keys}
+    else:  # LoRA injected after loading renames q_proj.weight to q_proj.base_layer.weight
+        plain = {n.replace(".base_layer.", ".") for n in base_names}
+        from_base = {k for k in expected if k.replace(".base_layer.", ".") in plain}
+    required = (set(expected) - set(from_base)) - (set() if lora_keys & set(mapped) else lora_keys)
     _raise_if_bad(path, required - set(mapped), unexpected, wrong)
     _log_unused(path, unused)
     with torch.no_grad():
@@ -247,40 +230,50 @@ def load_finetuned(model: GamaForCausalLM, path: str | Path) -> list[str]:
     return sorted(mapped)
 
 
-def load_tokenizer(directory: str | Path):
-    """The base directory's tokenizer, set up as the reference uses it (pad id 0, left padding)."""
-    from transformers import AutoTokenizer
+def _lora_for(base_dir: Path, model_path: Path, overrides: dict) -> dict:
+    """Decide the LoRA the model is built with for ``model_path`` on ``base_dir``: the checkpoint's
+    config if it has one; else the base config's when the checkpoint holds LoRA tensors or the base
+    directory does (our layout); else none (a checkpoint without LoRA, e.g. GAMA's stage 1)."""
+    if "lora" in overrides:
+        return overrides
+    raw_keys = state_keys(checkpoint_file(model_path))
+    if any(".lora_" in k for k in raw_keys):
+        return overrides
+    config, layout = read_config(base_dir)
+    if layout == "local" and effective_lora(config.lora) is not None:
+        return overrides
+    log.info("%s: no LoRA tensors; the model runs without LoRA", model_path)
+    return {**overrides, "lora": None}
 
-    try:
-        tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{directory}: cannot load the tokenizer: {exc}") from exc
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.convert_ids_to_tokens(0)  # the reference sets pad_token_id = 0
-    tok.padding_side = "left"
-    return tok
 
-
-def load_model(base_model_path, model_path=None, device="cpu", dtype=torch.float32):
+def load_model(base_model_path, model_path=None, device="cpu", dtype=torch.float32, check_values: bool = True):
     """Load ``(model, tokenizer)``: a base directory, optionally a fine-tuned checkpoint on top.
 
     ``base_model_path``: a reference "Llama-2-7b-chat-hf-qformer" directory (config.json +
     sharded .bin or safetensors + tokenizer) or a directory written by ``fusionaudio
-    convert`` / training. ``model_path``: a ``.pth``/``.bin``/``.safetensors`` state dict in
-    the reference's peft layout or this project's names (or a directory holding one).
+    convert`` / ``export`` / training. ``model_path``: a ``.pth``/``.bin``/``.safetensors`` state
+    dict in the reference's peft layout or this project's names, LoRA-only or not, with or
+    without LoRA, a peft adapter directory or a training output directory.
+    ``check_values=False`` skips the NaN/inf and dtype check of the tensors.
     """
     dtype = resolve_dtype(dtype)
     device = torch.device(device)
-    ft = finetuned_config(model_path) if model_path is not None else None
-    overrides = {name: getattr(ft, name) for name in FINETUNE_SECTIONS} if ft else None
-    model = load_base(base_model_path, device=device, dtype=dtype, overrides=overrides)
+    if not Path(base_model_path).is_dir():
+        raise CheckpointError(f"base model directory not found: {base_model_path}")
+    tokenizer = load_tokenizer(base_model_path)  # first: a bad tokenizer directory fails before the weights load
+    overrides = None
     if model_path is not None:
-        load_finetuned(model, model_path)
+        model_path = Path(model_path)
+        overrides = _lora_for(Path(base_model_path), model_path, finetuned_overrides(model_path))
+    model = load_base(base_model_path, device=device, dtype=dtype, overrides=overrides, check_values=check_values)
+    if model_path is not None:
+        load_finetuned(model, model_path, check_values=check_values)
     model.eval()
     leftovers = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if leftovers:
-        raise CheckpointError(f"{base_model_path}: tensors left uninitialised: {_listing(leftovers)}")
-    return model, load_tokenizer(base_model_path)
+        raise CheckpointError(f"{base_model_path}: tensors left uninitialised: {listing(leftovers)}")
+    check_vocab_size(tokenizer, model.llm.get_input_embeddings().weight.shape[0], base_model_path)
+    return model, tokenizer
 
 
 def save_local(model: GamaForCausalLM, tokenizer, output_dir: str | Path, dtype=None) -> Path:

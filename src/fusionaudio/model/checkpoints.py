@@ -1,0 +1,293 @@
+"""Checkpoint files: reading them safely, and checking what they hold before it is loaded.
+
+* weights: ``.safetensors`` or pickles read with ``torch.load(weights_only=True)`` only;
+* configs: ``config.json`` / ``fusionaudio_config.json`` / ``adapter_config.json``, each error naming
+  the file and the problem (malformed JSON, a wrong type, a zero-byte file, a symlink loop);
+* values: a non-finite or wrongly typed tensor is an error naming the tensors (on by default);
+* peft adapter directories: ``adapter_config.json`` read into :class:`LoraSettings` and checked against
+  the weights (rank, target modules).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from ..errors import CheckpointError
+from .config import GamaConfig, LoraSettings
+
+LOCAL_CONFIG = "fusionaudio_config.json"
+ADAPTER_CONFIG = "adapter_config.json"
+#: Files a checkpoint directory may hold its weights in, in order of preference.
+CHECKPOINT_FILES = ("adapter_model.safetensors", "model.safetensors", "pytorch_model.bin", "adapter_model.bin")
+#: LoRA target lists that mean "no LoRA" (GAMA's stage-1 recipe passes ``['dummy']``).
+NO_LORA_TARGETS = ({"dummy"},)
+
+
+def listing(keys, limit: int = 20) -> str:
+    keys = sorted(keys)
+    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+# -- files -------------------------------------------------------------------------------
+def check_path(path: Path, what: str = "file") -> Path:
+    """``path`` must be an existing regular file; a symlink loop or a dangling link says so."""
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except (RuntimeError, OSError) as exc:  # RuntimeError: symlink loop (Python < 3.13)
+            loop = "loop" in str(exc).lower() or getattr(exc, "errno", None) == 40
+            raise CheckpointError(f"{path}: {'symlink loop' if loop else 'dangling symlink'} ({exc})") from exc
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: {what} is not a regular file")
+    return path
+
+
+def read_json_file(path: Path, what: str = "config") -> dict:
+    """A JSON object from ``path``; every failure names the file and the problem."""
+    check_path(path, what)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: cannot read {what}: {type(exc).__name__}: {exc}") from exc
+    if not text.strip():
+        raise CheckpointError(f"{path}: empty {what} file")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: malformed JSON in {what}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` file or a pickled ``.bin/.pth/.pt`` state dict (weights only)."""
+    path = check_path(Path(path), "checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: zero-byte checkpoint file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        elif path.suffix in (".bin", ".pth", ".pt"):
+            try:
+                state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError as exc:  # files in the legacy (non-zip) format cannot be mapped
+                if "mmap" not in str(exc):
+                    raise
+                state = torch.load(str(path), map_location="cpu", weights_only=True)
+        else:
+            raise CheckpointError(f"{path}: unsupported checkpoint type {path.suffix!r} (.safetensors, .bin, .pth, .pt)")
+    except CheckpointError:
+        raise
+    except Exception as exc:  # corrupt file, pickle with non-tensor objects, ...
+        raise CheckpointError(f"{path}: cannot read checkpoint: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: expected a flat state dict of tensors")
+    return state
+
+
+def state_keys(path: Path) -> list[str]:
+    """The tensor names of a checkpoint file (safetensors: from the header only)."""
+    if path.suffix == ".safetensors":
+        check_path(path, "checkpoint file")
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                return list(f.keys())
+        except Exception:  # noqa: BLE001 - load_state_file gives the precise error
+            pass
+    return list(load_state_file(path))
+
+
+def base_weight_files(directory: Path) -> list[Path]:
+    """The weight files of a base directory: safetensors first, then ``.bin`` shards."""
+    for index_name, single, pattern in (
+        ("model.safetensors.index.json", "model.safetensors", "*.safetensors"),
+        ("pytorch_model.bin.index.json", "pytorch_model.bin", "pytorch_model*.bin"),
+    ):
+        index = directory / index_name
+        if index.is_file() or index.is_symlink():
+            weight_map = read_json_file(index, "weight index").get("weight_map")
+            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+                raise CheckpointError(f"{index}: 'weight_map' must be an object of file names")
+            return [directory / f for f in sorted(set(weight_map.values()))]
+        if (directory / single).is_file():
+            return [directory / single]
+        found = sorted(directory.glob(pattern))
+        if found:
+            return found
+    raise CheckpointError(f"{directory}: no model weights (model*.safetensors or pytorch_model*.bin)")
+
+
+_FIELD_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "list[str]": (list,)}
+#: Llama fields that must be positive integers / numbers.
+_LLM_INTS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size",
+             "num_key_value_heads", "max_position_embeddings")
+_LLM_FLOATS = ("rms_norm_eps", "rope_theta", "initializer_range")
+
+
+def _wrong(value, kinds) -> bool:
+    return not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)
+
+
+def config_type_problems(data: dict, reference: bool) -> list[str]:
+    """Fields of a config whose JSON type is wrong (``"hidden_size": "big"``, ``"lora": 5``, ...)."""
+    from dataclasses import fields
+
+    from .config import AggregatorConfig, AudioEncoderConfig, QFormerConfig
+
+    llm = data if reference else data.get("llm")
+    sections = (data.get("fusionaudio") or {}) if reference else data
+    problems = []
+    if not isinstance(llm, dict):
+        return [f"'llm' must be an object, got {llm!r}"]
+    if not isinstance(sections, dict):
+        return [f"'fusionaudio' must be an object, got {sections!r}"]
+    for key in _LLM_INTS:
+        if key in llm and (_wrong(llm[key], (int,)) or llm[key] <= 0):
+            problems.append(f"{'' if reference else 'llm.'}{key} must be a positive integer, got {llm[key]!r}")
+    for key in _LLM_FLOATS:
+        if key in llm and _wrong(llm[key], (int, float)):
+            problems.append(f"{'' if reference else 'llm.'}{key} must be a number, got {llm[key]!r}")
+    for name, cls in (("audio", AudioEncoderConfig), ("qformer", QFormerConfig), ("aggregator", AggregatorConfig),
+                      ("lora", LoraSettings)):
+        values = sections.get(name)
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            problems.append(f"{name} must be an object{' or null' if name == 'lora' else ''}, got {values!r}")
+            continue
+        for f in fields(cls):
+            if f.name not in values:
+                continue
+            value, kind = values[f.name], str(f.type).replace(" | None", "")
+            if value is None and "None" in str(f.type):
+                continue
+            if kind in _FIELD_TYPES and _wrong(value, _FIELD_TYPES[kind]):
+                problems.append(f"{name}.{f.name} must be {kind}, got {value!r}")
+    return problems
+
+
+def config_from_file(path: Path, reference: bool) -> GamaConfig:
+    """A model config from ``config.json`` (reference) or ``fusionaudio_config.json`` (ours)."""
+    data = read_json_file(path)
+    if reference and data.get("auto_map"):
+        raise CheckpointError(f"{path}: has an 'auto_map' entry (custom Python code); this project never runs "
+                              "code from a model directory (trust_remote_code=False)")
+    problems = config_type_problems(data, reference)
+    if problems:
+        raise CheckpointError(f"{path}: invalid model config: " + "; ".join(problems))
+    try:
+        return GamaConfig.from_llama_config(data) if reference else GamaConfig.from_dict(data)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: invalid model config: {type(exc).__name__}: {exc}") from exc
+
+
+def read_config(directory: Path) -> tuple[GamaConfig, str]:
+    """(config, layout) of a model directory; layout is "local" or "reference"."""
+    local = directory / LOCAL_CONFIG
+    if local.is_file() or local.is_symlink():
+        return config_from_file(local, reference=False), "local"
+    cfg = directory / "config.json"
+    if not (cfg.is_file() or cfg.is_symlink()):
+        raise CheckpointError(f"{directory}: not a model directory (no config.json or {LOCAL_CONFIG})")
+    return config_from_file(cfg, reference=True), "reference"
+
+
+# -- values -------------------------------------------------------------------------------
+def bad_values(state: dict[str, torch.Tensor], names=None) -> tuple[list[str], list[str]]:
+    """(non-finite, wrongly typed) tensor names among ``names`` (default: all) of ``state``."""
+    nonfinite, wrong_type = [], []
+    for name in names if names is not None else state:
+        t = state[name]
+        if not (t.is_floating_point() or t.is_complex()):
+            wrong_type.append(f"{name} ({str(t.dtype).replace('torch.', '')}, expected a floating-point tensor)")
+        elif t.numel() and not bool(torch.isfinite(t).all()):
+            nonfinite.append(name)
+    return nonfinite, wrong_type
+
+
+def raise_on_bad_values(source, state: dict[str, torch.Tensor], names=None) -> None:
+    """Error naming the tensors with NaN/inf values or a non-float dtype (``check_values=False`` skips)."""
+    nonfinite, wrong_type = bad_values(state, names)
+    problems = []
+    if nonfinite:
+        problems.append(f"{len(nonfinite)} tensor(s) with NaN/inf values: {listing(nonfinite)}")
+    if wrong_type:
+        problems.append(f"{len(wrong_type)} tensor(s) of the wrong type: {listing(wrong_type)}")
+    if problems:
+        raise CheckpointError(f"{source}: " + "; ".join(problems) + " (check_values=False loads it anyway)")
+
+
+# -- LoRA ---------------------------------------------------------------------------------
+def effective_lora(settings: LoraSettings | None) -> LoraSettings | None:
+    """``None`` for "no LoRA": no settings, or GAMA stage 1's ``target_modules=['dummy']``."""
+    if settings is None or set(settings.target_modules) in NO_LORA_TARGETS or not settings.target_modules:
+        return None
+    return settings
+
+
+def read_adapter_config(directory: Path) -> LoraSettings | None:
+    """LoRA settings of a peft adapter directory (``adapter_config.json``), refusing what the model
+    cannot reproduce (DoRA, rsLoRA, per-module ranks, biases, modules_to_save, another peft type)."""
+    path = directory / ADAPTER_CONFIG
+    cfg = read_json_file(path, "adapter config")
+    problems = []
+    if cfg.get("peft_type", "LORA") != "LORA":
+        problems.append(f"peft_type {cfg.get('peft_type')!r} is not LORA")
+    for flag in ("use_dora", "use_rslora", "fan_in_fan_out"):
+        if cfg.get(flag):
+            problems.append(f"{flag}=true is not supported")
+    for field in ("rank_pattern", "alpha_pattern", "modules_to_save", "layers_to_transform"):
+        if cfg.get(field):
+            problems.append(f"{field}={cfg[field]!r} is not supported")
+    if cfg.get("bias", "none") != "none":
+        problems.append(f"bias={cfg['bias']!r} is not supported (only 'none')")
+    targets = cfg.get("target_modules")
+    if isinstance(targets, str):
+        problems.append(f"target_modules as a regex ({targets!r}) is not supported; list the module names")
+    elif not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        problems.append(f"target_modules must be a list of module names, got {targets!r}")
+    for field, kind in (("r", int), ("lora_alpha", (int, float)), ("lora_dropout", (int, float))):
+        if field in cfg and (not isinstance(cfg[field], kind) or isinstance(cfg[field], bool)):
+            problems.append(f"{field} must be a number, got {cfg[field]!r}")
+    if problems:
+        raise CheckpointError(f"{path}: " + "; ".join(problems))
+    settings = LoraSettings(r=int(cfg.get("r", 8)), alpha=cfg.get("lora_alpha", 8),
+                            dropout=float(cfg.get("lora_dropout", 0.0)), target_modules=sorted(targets))
+    return effective_lora(settings)
+
+
+_LORA_KEY = re.compile(r"\.([A-Za-z0-9_]+)\.lora_([AB])\.(?:default\.)?weight$")
+
+
+def check_lora_weights(source, state: dict[str, torch.Tensor], settings: LoraSettings | None) -> None:
+    """The LoRA tensors of a checkpoint must fit ``settings`` (rank and target modules)."""
+    found = {}
+    for name, t in state.items():
+        m = _LORA_KEY.search(name)
+        if m:
+            found.setdefault(m.group(1), set()).add(t.shape[0] if m.group(2) == "A" else t.shape[-1])
+    if not found:
+        return
+    if settings is None:
+        raise CheckpointError(f"{source}: holds LoRA tensors for {sorted(found)} but its config says no LoRA")
+    problems = []
+    if set(found) != set(settings.target_modules):
+        problems.append(f"LoRA tensors target {sorted(found)} but the config says target_modules="
+                        f"{sorted(settings.target_modules)}")
+    ranks = set().union(*found.values())
+    if ranks != {settings.r}:
+        problems.append(f"LoRA tensors have rank {sorted(ranks)} but the config says r={settings.r}")
+    if problems:
+        raise CheckpointError(f"{source}: " + "; ".join(problems))
