@@ -134,14 +134,8 @@ def test_alternative_resamplers_run_and_differ(method):
     assert diff.mean() < 0.05  # ... of the same audio
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not os.environ.get("FUSIONAUDIO_TEST_LIBROSA"),
-    reason="librosa's first import in a fresh venv compiles numba caches (~30 s); "
-    "set FUSIONAUDIO_TEST_LIBROSA=1 to run",
-)
+@pytest.mark.slow  # librosa's first import in a fresh venv compiles numba caches (~30 s)
 def test_librosa_resampler_option():
-    pytest.importorskip("librosa")
     x = torch.from_numpy(_tone(0.5, 22050)).float()[None]
     y = audio.resample(x, 22050, 16000, method="librosa")
     assert y.shape == (1, 8000) and y.dtype == torch.float32

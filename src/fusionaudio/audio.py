@@ -11,14 +11,14 @@ This reproduces the reference (GAMA / FusionAudio) pipeline, which was written w
 5. zero-pad or truncate to 1024 frames (10.24 s) and normalise with ``(fbank + 5.081) / 4.4849``.
 
 Everything is plain torch (torchaudio is not needed) and follows torchaudio's order of operations,
-so on CPU the result matches the reference bit for bit at 16 kHz and to ~1e-3 after resampling.
+so on CPU the result matches the reference bit for bit (the kaldi fbank lives in :mod:`fusionaudio.kaldi`,
+the sinc resampler in :mod:`fusionaudio.sinc`).
 :func:`fbank_batch` / :func:`load_fbank_batch` compute many clips in one pass on any device.
 """
 
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import math
 import os
@@ -32,18 +32,15 @@ import soundfile as sf
 import torch
 import torch.nn.functional as F
 
+from fusionaudio.kaldi import (  # noqa: F401 - the constants are part of this module's interface
+    FFT_SIZE, FRAME_LENGTH, FRAME_SHIFT, MEL_LOW_HZ, NUM_MEL_BINS, PREEMPHASIS, TARGET_SAMPLE_RATE,
+    _fbank_constants, _frames, _log_mel, _mel_banks,
+)
 from fusionaudio.sinc import resample_sinc
 
 logger = logging.getLogger(__name__)
 
-TARGET_SAMPLE_RATE = 16000
 TARGET_FRAMES = 1024  # 10.24 s at a 10 ms shift
-NUM_MEL_BINS = 128
-FRAME_LENGTH = 400  # 25 ms at 16 kHz
-FRAME_SHIFT = 160  # 10 ms at 16 kHz
-FFT_SIZE = 512  # FRAME_LENGTH rounded up to a power of two
-PREEMPHASIS = 0.97
-MEL_LOW_HZ = 20.0
 # The reference normalises with (fbank + 5.081) / 4.4849, i.e. (fbank - mean) / std with:
 FBANK_NORM_MEAN = -5.081
 FBANK_NORM_STD = 4.4849
@@ -51,8 +48,6 @@ FBANK_NORM_STD = 4.4849
 RESAMPLERS = ("sinc", "soxr", "librosa", "polyphase")
 CHANNEL_MODES = ("reference", "downmix")
 
-# fewest rows handed to one fbank matmul (see _log_mel)
-_MIN_MM_ROWS = 64
 # rows of frames per fbank block on CPU (fbank_batch); larger blocks fall out of cache
 _CPU_BLOCK_ROWS = 1024
 # Sample rates the front end accepts (a header outside this range is refused, not resampled).
@@ -195,51 +190,6 @@ def resample(
 
 
 # --------------------------------------------------------------------------- kaldi fbank
-
-
-def _mel_banks() -> torch.Tensor:
-    """Kaldi's triangular mel filters, ``[128, 257]`` float32, as torchaudio's ``get_mel_banks``
-    computes them (mel = 1127 ln(1 + f/700), 20 Hz to Nyquist), plus a zero column for Nyquist."""
-    mel_low = 1127.0 * math.log(1.0 + MEL_LOW_HZ / 700.0)
-    mel_high = 1127.0 * math.log(1.0 + (TARGET_SAMPLE_RATE / 2) / 700.0)
-    delta = (mel_high - mel_low) / (NUM_MEL_BINS + 1)
-    index = torch.arange(NUM_MEL_BINS, dtype=torch.float32).unsqueeze(1)
-    left = mel_low + index * delta
-    center = mel_low + (index + 1.0) * delta
-    right = mel_low + (index + 2.0) * delta
-    freqs = (TARGET_SAMPLE_RATE / FFT_SIZE) * torch.arange(FFT_SIZE // 2, dtype=torch.float32)
-    mel = 1127.0 * (1.0 + freqs / 700.0).log()
-    rising = (mel - left) / (center - left)
-    falling = (right - mel) / (right - center)
-    banks = torch.minimum(rising, falling).clamp_min(0.0)
-    return F.pad(banks, (0, 1))
-
-
-@functools.lru_cache(maxsize=8)
-def _fbank_constants(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """(window ``[400]``, mel banks ``[128, 257]``), built on CPU and moved, cached per device."""
-    window = torch.hann_window(FRAME_LENGTH, periodic=False, dtype=torch.float32)
-    return window.to(device, dtype), _mel_banks().to(device, dtype)
-
-
-def _frames(waveform: torch.Tensor) -> torch.Tensor:
-    """Kaldi ``snip_edges`` framing of a 1-D waveform: ``[1 + (N - 400) // 160, 400]`` (a view)."""
-    return waveform.unfold(0, FRAME_LENGTH, FRAME_SHIFT)
-
-
-def _log_mel(frames: torch.Tensor) -> torch.Tensor:
-    """Frames ``[M, 400]`` -> log-mel ``[M, 128]``, each row independently, kaldi's operation order."""
-    window, banks = _fbank_constants(frames.device, frames.dtype)
-    frames = frames - frames.mean(dim=1, keepdim=True)  # per-frame DC removal
-    previous = torch.cat((frames[:, :1], frames[:, :-1]), dim=1)  # replicate-padded x[j-1]
-    frames = (frames - PREEMPHASIS * previous) * window
-    frames = F.pad(frames, (0, FFT_SIZE - FRAME_LENGTH))
-    power = torch.fft.rfft(frames).abs().pow(2.0)
-    # MKL rounds a matmul of very few rows differently; padding to _MIN_MM_ROWS keeps every row's
-    # result independent of how many clips share the call (fbank_batch == kaldi_fbank exactly).
-    rows = power.shape[0]
-    mel = torch.mm(F.pad(power, (0, 0, 0, max(0, _MIN_MM_ROWS - rows))), banks.T)[:rows]
-    return mel.clamp_min(torch.finfo(frames.dtype).eps).log()
 
 
 def kaldi_fbank(waveform: torch.Tensor) -> torch.Tensor:
