@@ -87,3 +87,14 @@ def test_bad_audio_raises_named_error(engine, tmp_path):
         engine.predict(bad, "Describe.")
     with pytest.raises(ValueError, match="2 questions for 1 audio"):
         engine.predict_batch([None], ["a", "b"])
+
+
+def test_repetition_penalty_covers_the_prompt_not_the_padding():
+    """As in the reference (whose generate sees the prompt ids), the prompt's tokens are penalised too."""
+    from fusionaudio.inference import PromptRepetitionPenalty
+
+    proc = PromptRepetitionPenalty(2.0, torch.tensor([[0, 0, 5, 6], [4, 5, 6, 3]]),
+                                   torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]]))
+    out = proc(torch.tensor([[7], [7]]), torch.full((2, 10), 2.0))
+    assert out[0].tolist() == [2.0, 2.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 2.0, 2.0]  # pad id 0 untouched
+    assert out[1].tolist() == [2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0]

@@ -7,6 +7,7 @@ requests one at a time). The response is the decoded new tokens.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,23 @@ def resolve_device(device: str | torch.device | None) -> tuple[torch.device, str
     if device.type == "cuda" and not torch.cuda.is_available():
         return torch.device("cpu"), f"CUDA is not available, using CPU instead of {device}"
     return device, None
+
+
+class PromptRepetitionPenalty:
+    """transformers' ``RepetitionPenaltyLogitsProcessor`` over the prompt's text ids and the new ids (as
+    the reference applies it); left padding is replaced by each row's first real token, so padding
+    penalises nothing."""
+
+    def __init__(self, penalty: float, prompt_ids: torch.Tensor, attention_mask: torch.Tensor):
+        from transformers import RepetitionPenaltyLogitsProcessor
+
+        self.inner = RepetitionPenaltyLogitsProcessor(penalty)
+        first = prompt_ids.gather(1, attention_mask.long().argmax(1, keepdim=True))
+        self.prompt = torch.where(attention_mask.bool(), prompt_ids, first)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        prompt = self.prompt.to(input_ids.device)
+        return self.inner(torch.cat([prompt, input_ids], dim=1), scores)
 
 
 @dataclass
@@ -149,7 +167,17 @@ class FusionAudioInference:
                 if n + n_audio + config.max_new_tokens > limit:
                     raise ValueError(self.check_length(r, config.max_new_tokens) + f" (question {r.question[:60]!r})")
         audio = torch.stack([r.fbank for r in chunk]) if chunk[0].fbank is not None else None
-        new = self.model.generate(enc.input_ids, enc.attention_mask, audio, generation_config=config)
+        extra = {}
+        if config.repetition_penalty not in (None, 1.0):
+            # The reference's generate sees the prompt's ids, so its penalty covers the prompt's tokens too;
+            # ours is fed embeddings, so the prompt ids are handed to the penalty here.
+            from transformers import LogitsProcessorList
+
+            extra["logits_processor"] = LogitsProcessorList(
+                [PromptRepetitionPenalty(config.repetition_penalty, enc.input_ids, enc.attention_mask)])
+            config = copy.deepcopy(config)
+            config.repetition_penalty = None
+        new = self.model.generate(enc.input_ids, enc.attention_mask, audio, generation_config=config, **extra)
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
     def predict(self, audio_path, question: str, temperature=0.1, top_p=0.95, top_k=300,

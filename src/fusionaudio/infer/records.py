@@ -56,7 +56,11 @@ def flatten_nested(records: list, path) -> list[dict]:
             if not isinstance(pair, dict):
                 bad.append(f"record {i}: {NESTED_KEY}[{k}] is not a JSON object")
                 continue
-            flat.append({**parent, "instruction": pair.get("instruction"), "output": pair.get("output")})
+            if not isinstance(pair.get("instruction"), str):
+                bad.append(f"record {i}: {NESTED_KEY}[{k}]: 'instruction' must be a string, "
+                           f"got {type(pair.get('instruction')).__name__}")
+                continue
+            flat.append({**parent, "instruction": pair["instruction"], "output": pair.get("output")})
     if bad:
         raise _bad_listing(path, bad)
     return flat
