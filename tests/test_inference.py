@@ -98,3 +98,19 @@ def test_repetition_penalty_covers_the_prompt_not_the_padding():
     out = proc(torch.tensor([[7], [7]]), torch.full((2, 10), 2.0))
     assert out[0].tolist() == [2.0, 2.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 2.0, 2.0]  # pad id 0 untouched
     assert out[1].tolist() == [2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0]
+
+
+def test_sdpa_attention_default_matches_eager(engine, audio_files):
+    fbank, _ = engine.load_audio(audio_files[0])
+    qformer_attn = engine.model.qformer.config._attn_implementation
+    assert qformer_attn == "sdpa"  # the inference default
+    with torch.no_grad():
+        sdpa = engine.model.encode_audio(fbank[None])
+        engine.model.set_attention("eager")
+        try:
+            eager = engine.model.encode_audio(fbank[None])
+        finally:
+            engine.model.set_attention("sdpa")
+    assert (sdpa - eager).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="eager' or 'sdpa"):
+        engine.model.set_attention("flash")

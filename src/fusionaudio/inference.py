@@ -15,15 +15,12 @@ from pathlib import Path
 import torch
 
 from .audio import AudioInfo, load_fbank
+from .generation import EXTRA_GENERATION_OPTIONS, GENERATION_DEFAULTS  # re-exported
 from .model.loading import load_model, resolve_dtype
 from .prompts import build_prompt
 
 log = logging.getLogger("fusionaudio.inference")
 
-#: The reference's sampling defaults.
-GENERATION_DEFAULTS = dict(temperature=0.1, top_p=0.95, top_k=300, max_new_tokens=1024, do_sample=True, num_beams=1)
-#: Further options passed through to transformers' GenerationConfig when given.
-EXTRA_GENERATION_OPTIONS = ("min_new_tokens", "repetition_penalty")
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "demo_model"
 TEXT_ONLY = (None, "", "empty")  # the reference's audio_id for text-only requests is "empty"
 
@@ -76,7 +73,7 @@ class FusionAudioInference:
     arch = "gama"
 
     def __init__(self, base_model_path=None, model_path=None, device="cpu", dtype="float32",
-                 template: str = "alpaca_short", resampler: str = "sinc"):
+                 template: str = "alpaca_short", resampler: str = "sinc", attention: str = "sdpa"):
         self.device, note = resolve_device(device)
         if note:
             log.warning(note)
@@ -89,6 +86,8 @@ class FusionAudioInference:
         self.model, self.tokenizer = load_model(base_model_path, model_path, device=self.device, dtype=resolve_dtype(dtype))
         self.template = template
         self.resampler = resampler
+        # SDPA in the Q-Former/aggregator: logits within 2e-7 of eager (scripts/bench/bench_attention.py)
+        self.model.set_attention(attention)
 
     # -- audio --------------------------------------------------------------------------
     def load_audio(self, audio_path) -> tuple[torch.Tensor | None, AudioInfo | None]:
@@ -212,7 +211,7 @@ class FusionAudioInference:
 
 
 def create_inference(arch: str = "auto", base_model_path=None, model_path=None, device="cpu", dtype="float32",
-                     resampler: str = "sinc"):
+                     resampler: str = "sinc", attention: str = "sdpa"):
     """An inference object for either model family (``gama`` or ``audsemthinker``); ``resampler``:
     see :func:`fusionaudio.audio.resample` (``sinc``, the reference's, by default for both)."""
     if arch == "auto":
@@ -222,7 +221,8 @@ def create_inference(arch: str = "auto", base_model_path=None, model_path=None, 
 
             arch = detect_arch(base_model_path)
     if arch == "gama":
-        return FusionAudioInference(base_model_path, model_path, device=device, dtype=dtype, resampler=resampler)
+        return FusionAudioInference(base_model_path, model_path, device=device, dtype=dtype, resampler=resampler,
+                                    attention=attention)
     if arch == "audsemthinker":
         if base_model_path is None:
             raise ValueError("--arch audsemthinker needs --base_model (a local Qwen2.5-Omni directory)")

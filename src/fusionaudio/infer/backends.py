@@ -28,7 +28,7 @@ def generation_options(args) -> dict:
     if args.arch == "audsemthinker":
         from ..audsem.config import GENERATION_DEFAULTS as defaults
     else:
-        from ..inference import GENERATION_DEFAULTS as defaults
+        from ..generation import GENERATION_DEFAULTS as defaults
     opts = {**defaults, **given}
     if opts["max_new_tokens"] < 1 or opts.get("num_beams", 1) < 1:
         raise InferError("--max_new_tokens and --num_beams must be >= 1")
@@ -125,7 +125,7 @@ def load_backend(args, device):
     from ..inference import create_inference
 
     engine = create_inference(args.arch, args.base_model, args.model_path, device=device, dtype=args.dtype,
-                              resampler=args.resampler)
+                              resampler=args.resampler, attention=args.attention)
     if getattr(engine, "model_label", None):
         log.warning("no --base_model: using the %s", engine.model_label)
     if engine.arch == "audsemthinker":

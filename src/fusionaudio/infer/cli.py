@@ -63,7 +63,7 @@ def _add_output_options(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..inference import GENERATION_DEFAULTS as d
+    from ..generation import GENERATION_DEFAULTS as d
 
     p = argparse.ArgumentParser(
         prog="python -m fusionaudio.infer",
@@ -104,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N; with workers/torchrun auto and cuda give one GPU each (default auto)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="default: bfloat16 on GPU, float32 on CPU")
+    p.add_argument("--attention", default="sdpa", choices=["sdpa", "eager"],
+                   help="GAMA Q-Former/aggregator attention kernel: sdpa (default; logits within 2e-7 of eager) or "
+                        "eager (bit-identical to the reference's BERT code)")
     p.add_argument("--num_workers", type=positive_int, default=1,
                    help="model worker processes, each a shard with its own model (default 1); not --loader_workers")
     p.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="RANK/WORLD",

@@ -105,20 +105,24 @@ def _identity(x):
     return x
 
 
+def _in_process(batches, prepare):
+    for batch in batches:
+        yield batch, [prepare_item(item, prepare) for item in batch]
+
+
 def iterate(batches: list[list[Item]], prepare: Callable, workers: int, prefetch: int = 2
             ) -> Iterator[tuple[list[Item], list[Prepared]]]:
-    """``(batch, prepared)`` for every planned batch, in order; ``workers`` 0 prepares in this process."""
+    """``(batch, prepared)`` for every planned batch, in order; ``workers`` 0 prepares in this process.
+    With workers they start at once (so they decode the first batches while the model loads)."""
     if workers <= 0 or not batches:
-        for batch in batches:
-            yield batch, [prepare_item(item, prepare) for item in batch]
-        return
+        return _in_process(batches, prepare)
     from torch.utils.data import DataLoader
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers are forked
     loader = DataLoader(BatchDataset(batches, prepare), batch_size=None, shuffle=False,
                         num_workers=min(workers, len(batches)), collate_fn=_identity, prefetch_factor=prefetch,
                         worker_init_fn=_worker_init, persistent_workers=False)
-    yield from zip(batches, loader)
+    return zip(batches, iter(loader))
 
 
 def default_loader_workers() -> int:

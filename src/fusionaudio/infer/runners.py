@@ -37,6 +37,7 @@ def run_settings(args) -> dict:
         "prompt_mode": args.prompt_mode,
         "structured": args.structured,
         "resampler": args.resampler,
+        "attention": args.attention,
         "audio_root": None if args.audio_root is None else str(Path(args.audio_root).resolve()),
         "path_map": [list(p) for p in args.path_map or ()],
     }
@@ -81,13 +82,13 @@ def _audsem_rate(base_model) -> int:
         return 16000
 
 
-def run_shard(args, rank: int, world: int, device, run_id: str, progress: str) -> int:
+def run_shard(args, rank: int, world: int, device, run_id: str, progress: str, records=None) -> int:
     """Answer this shard's unfinished records; return how many were done now.
 
     ``progress``: ``"all"`` (a bar over every shard's records), ``"own"`` (this shard's) or ``"off"``."""
     from tqdm import tqdm
 
-    records, _ = read_input(args.json_input)
+    records = records if records is not None else read_input(args.json_input)[0]
     items = make_items(records, args.json_input, resolver_from_args(args))
     clash = sorted({k for it in items for k in OUTPUT_FIELDS if k in it.record})
     if clash and rank == 0:
@@ -165,10 +166,11 @@ def run_single(args) -> int:
     check_paths(args.json_input, args.json_output, work_dir_of(args))
     lock = None if args.child else _locked(args, world == 1, "this run" if world == 1 else f"--shard {rank}/{world}")
     try:
+        records, _ = read_input(args.json_input)  # bad input fails before torch is imported
         device = worker_device(args.device, 0, 1)
         _resolve_dtype(args, device)
         progress = "off" if args.no_progress or args.child else ("all" if world == 1 else "own")
-        run_shard(args, rank, world, device, args.run_id or uuid.uuid4().hex[:12], progress)
+        run_shard(args, rank, world, device, args.run_id or uuid.uuid4().hex[:12], progress, records)
         if world > 1:
             if not args.child:
                 log.info("shard %d/%d finished; merge with: python -m fusionaudio.infer merge --json_input %s "
@@ -209,7 +211,7 @@ def _child_argv(args, rank: int, world: int, device: str, run_id: str) -> list[s
     argv = [sys.executable, "-m", "fusionaudio.infer", "--shard", f"{rank}/{world}", "--device", device,
             "--run_id", run_id, "--child", "--dtype", args.dtype]
     for name in ("json_input", "json_output", "work_dir", "base_model", "model_path", "arch", "batch_size",
-                 "seed", "prompt_mode", "resampler", "audio_root", "loader_workers", *GEN_OPTIONS):
+                 "seed", "prompt_mode", "resampler", "attention", "audio_root", "loader_workers", *GEN_OPTIONS):
         value = getattr(args, name)
         if value is not None:
             argv += [f"--{name}", str(value)]
