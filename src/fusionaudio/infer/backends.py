@@ -14,7 +14,8 @@ from .records import InferError, Item
 
 log = logging.getLogger("fusionaudio.infer")
 
-GEN_OPTIONS = ("do_sample", "num_beams", "temperature", "top_p", "top_k", "max_new_tokens", "repetition_penalty")
+GEN_OPTIONS = ("do_sample", "num_beams", "temperature", "top_p", "top_k", "max_new_tokens", "min_new_tokens",
+               "repetition_penalty")
 
 
 def error_result(message: str) -> dict:

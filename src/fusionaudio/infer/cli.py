@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top_p", type=float, default=None, help=f"(default {d['top_p']})")
     g.add_argument("--top_k", type=int, default=None, help=f"(default {d['top_k']})")
     g.add_argument("--max_new_tokens", type=positive_int, default=None, help=f"(default {d['max_new_tokens']})")
+    g.add_argument("--min_new_tokens", type=positive_int, default=None,
+                   help="generate at least this many tokens (default: none; for benchmarks)")
     g.add_argument("--repetition_penalty", type=float, default=None,
                    help="(default: none; GAMA's CompA-R inference uses 1.1)")
     g.add_argument("--seed", type=int, default=None, help="sampling seed; batch seed = seed + first record index")
