@@ -253,10 +253,10 @@ def _run_workers(args) -> int:
     from tqdm import tqdm
 
     n = args.num_workers
+    records, _ = read_input(args.json_input)  # fail fast on bad input or settings
     devices = _worker_devices(args, n)
     if args.dtype is None:
         args.dtype = "bfloat16" if devices[0].startswith("cuda") else "float32"
-    records, _ = read_input(args.json_input)  # fail fast on bad input or settings
     items = make_items(records, args.json_input, resolver_from_args(args))
     work_dir = prepare_work_dir(args)
     args.work_dir = str(work_dir)
