@@ -343,3 +343,26 @@ def test_audio_error_keeps_path_through_pickle():
     assert str(err) == "/data/a.wav: audio is empty (no samples)" and isinstance(err, ValueError)
     again = pickle.loads(pickle.dumps(err))
     assert again.path == "/data/a.wav" and str(again) == str(err)
+
+
+@pytest.mark.parametrize("amplitude", [1e19, 3e38])
+def test_huge_float_samples_are_an_error_not_inf_features(tmp_path, amplitude):
+    # finite samples whose power spectrum overflows float32: the reference gives inf features
+    x = (amplitude * np.sin(np.arange(16000) / 5.0)).astype(np.float32)
+    path = _write(tmp_path / "loud.wav", x, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="features are not finite") as err:
+        audio.load_fbank(path)
+    assert err.value.path == str(path)
+    fbanks, infos, failures = audio.load_fbank_batch([path, path], errors="collect")
+    assert fbanks.shape[0] == 0 and sorted(failures) == [0, 1]
+
+
+def test_loud_but_representable_samples_still_work():
+    x = torch.from_numpy((1e12 * np.sin(np.arange(16000) / 5.0)).astype(np.float32))
+    fb = audio.waveform_to_fbank(x, 16000)
+    assert torch.isfinite(fb).all()
+
+
+def test_fbank_batch_refuses_non_finite_features():
+    with pytest.raises(AudioError, match=r"clip\(s\) \[1\]: features are not finite"):
+        audio.fbank_batch([torch.zeros(16000), torch.full((16000,), 1e19) * torch.randn(16000).sign()])

@@ -92,3 +92,39 @@ def test_bad_inputs(tmp_path):
     assert res["meta"]["n_null_predictions"] == 1 and res["details"][0]["prediction"] == ""  # failed = empty
     with pytest.raises(ValueError, match="unknown caption metrics"):
         cap.caption_scores({"a": "x"}, {"a": ["x"]}, "bleu,spicy", "simple")
+
+
+def test_ltu_cleaning():
+    from fusionaudio.evaluate.captioning_ltu import ltu_clean
+
+    assert ltu_clean("Audio caption: A dog, barking!") == "a dog barking"
+    assert ltu_clean("Caption: x: Rain falls.") == "rain falls"  # text after the last colon
+    assert ltu_clean("A dog barks.") == "a dog barks"  # no prefix: kept whole
+    assert ltu_clean("A dog barks.", strict_first_char=True) == " dog barks"  # LTU's [1:] without a colon
+
+
+def test_ltu_protocol_five_trials(tmp_path):
+    import numpy as np
+
+    refs = {"c1": [f"a dog barks {w}" for w in "abcde"], "c2": [f"rain falls {w}" for w in "vwxyz"]}
+    recs = []
+    for clip, rs in refs.items():
+        for t, r in enumerate(rs):  # one record per reference, each with its own answer
+            answer = f"Audio caption: {rs[t].capitalize()}." if clip == "c1" else "Audio caption: Rain."
+            recs.append({"audio_id": f"/data/{clip}.wav", "output": r, "prediction": answer})
+    src = tmp_path / "p.json"
+    src.write_text(json.dumps(recs))
+    res = cap.evaluate_captioning(str(src), str(tmp_path / "o.json"), protocol="ltu", tokenizer="simple")
+    per_trial = []
+    for t in range(5):
+        preds = {"c1": refs["c1"][t], "c2": "rain"}
+        per_trial.append(cap.caption_scores(preds, refs, ["cider"], "simple")[0]["CIDEr"])
+    m = res["metrics"]
+    assert [d["CIDEr"] for d in res["details"]] == pytest.approx(per_trial)
+    assert m["CIDEr_mean"] == pytest.approx(np.mean(per_trial)) and m["CIDEr_std"] == pytest.approx(np.std(per_trial))
+    assert res["meta"]["n_clips"] == 2 and res["meta"]["trials"] == 5
+    if m["SPICE_mean"] is None:  # no Stanford models: unavailable with a reason, never 0
+        assert "SPICE_mean" in res["unavailable"] and m["SPICE_std"] is None
+    src.write_text(json.dumps(recs[:9]))
+    with pytest.raises(EvalInputError, match=r"clip 'c2.wav' has 4 records, fewer than the 5 trials"):
+        cap.evaluate_captioning(str(src), protocol="ltu", tokenizer="simple")

@@ -142,10 +142,12 @@ def test_default_minilm_backend(tmp_path):
             {"output": "rain", "prediction": "Heavy rain falls on a tin roof."},
             {"output": "church_bells", "prediction": "Church bells are ringing."},
             {"output": "siren", "prediction": "An ambulance siren wails past."}]
-    res = cls.evaluate_classification(write(tmp_path / "p.json", recs), str(tmp_path / "o.json"),
-                                      vocabulary=str(REPO / "data/eval/vocabulary/ESC50.csv"), cache_dir=str(tmp_path))
-    assert res["metrics"]["accuracy"] == 1.0
+    res = cls.evaluate_classification(write(tmp_path / "p.json", recs), str(tmp_path / "o.json"), vocabulary="ESC50",
+                                      embedder="minilm", cache_dir=str(tmp_path))
+    assert res["metrics"]["accuracy"] == 1.0 and res["metrics"]["published_acc"] == 1.0
     assert res["meta"]["backend"].startswith("st:")
+    assert res["meta"]["comparability"] == "not comparable with published numbers"
+    assert "not comparable with published numbers" in (tmp_path / "o.md").read_text()
 
 
 def test_bert_mean_backend(tmp_path):
@@ -200,3 +202,121 @@ def test_openai_embedding_backend(tmp_path, monkeypatch):
         assert calls[0][2] == {"model": "emb-model", "input": ["ab", "abcd"]}
     finally:
         server.shutdown()
+
+
+# ------------------------------------------------------------------ the published protocol
+def test_reference_stats_by_hand_and_sklearn():
+    from fusionaudio.evaluate.cls_stats import reference_stats
+
+    scores = np.array([[0.9, 0.2, 0.1], [0.8, 0.7, 0.3], [0.1, 0.6, 0.2]])
+    truth = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0]])  # class 2 has no positive
+    st = reference_stats(scores, truth)
+    # class 0: + - + -> AP 5/6, AUC 1/2 ; class 1: AP 1, AUC 1 ; class 2: AP 0 (sklearn), AUC -1 (reference)
+    assert st["AP"] == pytest.approx([5 / 6, 1.0, 0.0]) and st["auc"] == pytest.approx([0.5, 1.0, -1.0])
+    assert st["mAP"] == pytest.approx(11 / 18) and st["mAUC"] == pytest.approx(1 / 6)
+    assert st["acc"] == pytest.approx(1 / 3)  # argmax truth [0, 1, 0] vs argmax scores [0, 0, 1]
+    assert np.isnan(reference_stats(scores, truth, undefined_auc="nan")["mAUC"])
+    sk = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(1)
+    s, t = rng.random((30, 4)), (rng.random((30, 4)) > 0.6).astype(float)
+    st = reference_stats(s, t)
+    assert st["mAP"] == pytest.approx(np.mean([sk.average_precision_score(t[:, k], s[:, k]) for k in range(4)]))
+    assert st["mAUC"] == pytest.approx(np.mean([sk.roc_auc_score(t[:, k], s[:, k]) for k in range(4)]))
+    # our own per-class AP/AUC (defined classes) agree with the reference where both are defined
+    ours, _, _ = cls.classification_metrics(s, t, list("abcd"), multilabel=True)
+    assert ours["mAP"] == pytest.approx(st["mAP"]) and ours["mAUC"] == pytest.approx(st["mAUC"])
+
+
+class FixedEmbedder:
+    def __init__(self, table):
+        self.table = table
+
+    def embed(self, texts):
+        return np.array([self.table[t] for t in texts], dtype=np.float32)
+
+
+def test_aggregation_accu_and_max():
+    table = {"sound of a": [1, 0], "sound of b": [0, 1], "sound of x": [-1, 0], "sound of y": [0.6, 0.8]}
+    emb = FixedEmbedder(table)
+    np.testing.assert_allclose(cls.score_records([["x", "y"]], ["a", "b"], emb, aggregation="accu"), [[-0.4, 0.8]],
+                               atol=1e-6)
+    np.testing.assert_allclose(cls.score_records([["x", "y"]], ["a", "b"], emb, aggregation="max"), [[0.6, 0.8]],
+                               atol=1e-6)
+    # the reference's maximum starts at 0: a lone negative similarity scores 0
+    np.testing.assert_allclose(cls.score_records([["x"]], ["a", "b"], emb, aggregation="max"), [[0, 0]], atol=1e-6)
+    with pytest.raises(ValueError, match="aggregation"):
+        cls.score_records([["x"]], ["a"], emb, aggregation="mean")
+
+
+def test_label_text_and_reference_splitting():
+    assert cls.label_text("car_horn") == "sound of car_horn"  # the reference keeps the underscore
+    assert cls.label_text("Car_horn", keep_underscores=False) == "sound of car horn"
+    assert cls.prediction_items("Labels: Dog;Bark;  Rain", pred_format="labels") == ["Dog;Bark", "Rain"]
+    assert cls.prediction_items("Sounds: a: dog; cat", pred_format="labels") == ["dog", "cat"]
+
+
+def test_packaged_reference_vocabularies():
+    assert cls.packaged_vocabularies() == ["ESC50", "FSD50K", "FSDnoisy18k", "TAU_Urban", "UrbanSound8K"]
+    fsd = cls.load_vocabulary("FSD50K")
+    assert len(fsd) == 200 and fsd[0] == "Accelerating_and_revving_and_vroom"
+    sizes = {n: len(cls.load_vocabulary(n)) for n in ("ESC50", "FSDnoisy18k", "TAU_Urban", "UrbanSound8K")}
+    assert sizes == {"ESC50": 50, "FSDnoisy18k": 20, "TAU_Urban": 10, "UrbanSound8K": 10}
+    assert "car_horn" in cls.load_vocabulary("UrbanSound8K")
+    with pytest.raises(EvalInputError, match="packaged vocabularies: ESC50"):
+        cls.load_vocabulary("NoSuchSet")
+
+
+def test_reference_files_and_comparability(tmp_path):
+    recs = [{"audio_id": "1", "output": "dog", "prediction": "dog"},
+            {"audio_id": "2", "output": "rain", "prediction": "rain and a dog"},
+            {"audio_id": "3", "output": "dog", "prediction": "siren"}]
+    (tmp_path / "v.csv").write_text("0,dog\n1,rain\n2,siren\n")
+    out = tmp_path / "r" / "esc.cls.json"
+    res = cls.evaluate_classification(write(tmp_path / "p.json", recs), str(out), vocabulary=str(tmp_path / "v.csv"),
+                                      embedder=CachedEmbedder(KeywordBackend(), use_cache=False))
+    folder = tmp_path / "r" / "esc.cls_cla_report"
+    pred, truth = np.load(folder / "all_pred.npy"), np.load(folder / "all_truth.npy")
+    assert pred.shape == truth.shape == (3, 3)
+    np.testing.assert_array_equal(truth, [[1, 0, 0], [0, 1, 0], [1, 0, 0]])
+    summary = np.loadtxt(folder / "result_summary.csv", delimiter=",")
+    m = res["metrics"]
+    np.testing.assert_allclose(summary, [m["published_mAP"], m["published_mAUC"], m["published_acc"]])
+    assert m["published_mAUC"] < m["mAUC"]  # siren has no positive: -1 in the published mean, left out of ours
+    assert res["meta"]["comparability"].startswith("unknown")
+
+
+def test_bert_cuts_ids_after_special_tokens(tmp_path):
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "sound", "of", "a", "dog"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    BertTokenizer(str(tmp_path / "vocab.txt")).save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32)
+    BertModel(cfg).save_pretrained(tmp_path)
+    backend = BertMeanBackend(str(tmp_path), max_length=3)
+    vec = backend.embed(["sound of a dog", "dog"])
+    with torch.no_grad():  # the reference cuts [CLS] sound of a dog [SEP] to its first 3 ids: no [SEP]
+        ref = backend.model(input_ids=torch.tensor([[2, 5, 6]])).last_hidden_state[0].mean(0).numpy()
+    np.testing.assert_allclose(vec[0], ref, atol=1e-5)
+
+
+def test_eval_cls_script_runs_inference_at_the_original_settings(tmp_path):
+    import subprocess
+
+    log = tmp_path / "calls.log"
+    stub = tmp_path / "python"
+    stub.write_text(f'#!/usr/bin/env bash\necho "$@" >> {log}\n')
+    stub.chmod(0o755)
+    (tmp_path / "esc.json").write_text("[]")
+    env = {"PATH": "/usr/bin:/bin", "PYTHON": str(stub), "JSON_INPUT": str(tmp_path / "esc.json"),
+           "WORK": str(tmp_path / "w"), "VOCAB": "ESC50"}
+    subprocess.run(["bash", str(REPO / "scripts/eval/eval_cls.sh")], env=env, check=True, capture_output=True)
+    infer, score = log.read_text().splitlines()
+    assert infer.startswith("-m fusionaudio.infer") and f"--json_output {tmp_path}/w/t-0.01.json" in infer
+    for flag in ("--do_sample true", "--temperature 0.01", "--top_p 0.95", "--top_k 300", "--max_new_tokens 1024"):
+        assert flag in infer
+    assert score.startswith("-m fusionaudio.evaluate.classification")
+    assert f"--input {tmp_path}/w/t-0.01.json" in score and "--vocabulary ESC50" in score

@@ -1,4 +1,7 @@
-"""Retrieval metrics by hand, batching, and a tiny random CLAP end to end (evaluate + fine-tune)."""
+"""Our retrieval metrics by hand, batching, and a tiny random CLAP end to end (evaluate + fine-tune).
+
+The entry point ``fusionaudio.evaluate.retrieval`` re-exports ``fusionaudio.retrieval``; the WavCaps
+protocol is tested in test_retrieval_*.py."""
 
 import json
 import random
@@ -56,7 +59,7 @@ def test_collect_pairs_and_missing_audio(tmp_path):
 
 
 def test_unique_audio_batches():
-    from fusionaudio.retrieval_model import unique_audio_batches
+    from fusionaudio.retrieval.clap_train import unique_audio_batches
 
     pairs = [(f"clip{i % 5}", f"cap{i}") for i in range(23)]
     batches = unique_audio_batches(pairs, 4, random.Random(0))
@@ -107,7 +110,7 @@ def tiny_setup(tmp_path_factory):
 
 
 def test_clap_dual_encoder_and_evaluate(tiny_setup):
-    from fusionaudio.retrieval_model import ClapDualEncoder
+    from fusionaudio.retrieval.clap import ClapDualEncoder
 
     root, model_dir = tiny_setup
     enc = ClapDualEncoder(model_dir, batch_size=2)
@@ -124,22 +127,35 @@ def test_clap_dual_encoder_and_evaluate(tiny_setup):
 
 
 def test_contrastive_finetune_cli(tiny_setup, tmp_path, monkeypatch, capsys):
-    from fusionaudio import retrieval_model
+    from fusionaudio.retrieval.cli import main
 
     root, model_dir = tiny_setup
     out = tmp_path / "ft"
-    argv = ["retrieval_model", "train", "--train_json", str(root / "caps.json"), "--model_dir", model_dir,
+    argv = ["fusionaudio.retrieval", "train", "--train_json", str(root / "caps.json"), "--model_dir", model_dir,
             "--output_dir", str(out), "--audio_root", str(root), "--epochs", "1", "--batch_size", "3",
             "--lr", "1e-3", "--val_json", str(root / "caps.json")]
     monkeypatch.setattr(sys, "argv", argv)
-    retrieval_model.main()  # the fire CLI, in-process
+    main()  # the fire CLI, in-process
     assert re.search(r"n_steps:\s+2\b", capsys.readouterr().out)
     log = json.loads((out / "train_log.json").read_text())
     assert log["n_pairs"] == 6 and len(log["steps"]) == 2  # 2 rounds of 3 clips (2 captions per clip)
     assert all(np.isfinite(s["loss"]) for s in log["steps"]) and len(log["val"]) == 1
     assert (out / "config.json").is_file() and (out / "processor_config.json").is_file()
-    from fusionaudio.retrieval_model import ClapDualEncoder
+    from fusionaudio.retrieval.clap import ClapDualEncoder
 
     before = ClapDualEncoder(model_dir).encode_text(["tone number 1"])
     after = ClapDualEncoder(str(out)).encode_text(["tone number 1"])
     assert not np.allclose(before, after)  # the weights moved and were saved
+
+
+def test_cli_evaluate_clap_and_legacy_module(tiny_setup, tmp_path, monkeypatch, capsys):
+    from fusionaudio import retrieval_model
+    from fusionaudio.retrieval.cli import main
+
+    root, model_dir = tiny_setup
+    out = tmp_path / "clap.ret.json"
+    monkeypatch.setattr(sys, "argv", ["x", "--input", str(root / "caps.json"), "--model_dir", model_dir,
+                                      "--output", str(out)])
+    ret.main()  # python -m fusionaudio.evaluate.retrieval: the old entry point, --arch clap by default
+    assert "t2a_R@1" in capsys.readouterr().out and json.loads(out.read_text())["meta"]["protocol"] == "dcase"
+    assert retrieval_model.main is main and retrieval_model.train.__module__ == "fusionaudio.retrieval.clap_train"

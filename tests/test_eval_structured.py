@@ -44,3 +44,12 @@ def test_yesno_uses_answer_section(tmp_path):
     metrics = evaluate_yesno(str(path), structured=True)["metrics"]
     assert metrics["accuracy"] == 1.0 and metrics["structured_compliance"] == 1.0
     assert evaluate_yesno(str(path))["metrics"]["accuracy"] == 0.0  # the raw text starts with the wrong word
+
+
+def test_two_section_outputs_and_strict_rate(tmp_path):
+    preds = ["<think>wet</think>\n<answer>Yes.</answer>", "Sure. <think>dry</think><answer>No</answer>"]
+    path = _write(tmp_path, "two.json", preds, refs=["yes", "no"])
+    m = evaluate_yesno(str(path), structured="two")["metrics"]
+    assert m["accuracy"] == 1.0 and m["structured_compliance"] == 1.0
+    assert m["structured_strict_format"] == 0.5  # the second has text before its blocks
+    assert evaluate_yesno(str(path), structured=True)["metrics"]["structured_compliance"] == 0.0

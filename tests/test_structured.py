@@ -230,3 +230,46 @@ def test_instruction_templates():
         build_instruction("", "qa")
     with pytest.raises(ValueError):
         build_instruction("x", "bogus")
+
+
+def test_two_section_variant_of_the_grpo_model():
+    from fusionaudio.structured import compliance_rate, parse_structured, strict_format
+
+    two = "<think>a dog outside</think>\n<answer>a dog barks</answer>"
+    p = parse_structured(two, variant="two")
+    assert p["complete"] and p["think"] == "a dog outside" and p["answer"] == "a dog barks"
+    assert p["semantic_elements"] is None and not any("semantic" in i for i in p["issues"])
+    assert not parse_structured(two)["complete"]  # the three-section format needs <semantic_elements>
+    assert not parse_structured("<think>x</think><answer></answer>", variant="two")["complete"]
+    assert not parse_structured("<answer>only</answer>", variant="two")["complete"]
+    assert compliance_rate([two, "<think>x</think>", "<think>a</think><answer>b</answer>"], variant="two") == 2 / 3
+    with pytest.raises(ValueError, match="unknown structured variant"):
+        parse_structured(two, variant="four")
+
+
+def test_strict_format_is_the_upstream_check():
+    from fusionaudio.structured import strict_format
+
+    assert strict_format("<think>a</think>\n<answer>b</answer>", "two")
+    assert strict_format("<think>a</think> <semantic_elements>s</semantic_elements>\n<answer>b</answer>")
+    assert not strict_format("Sure! <think>a</think><answer>b</answer>", "two")  # text before the blocks
+    assert not strict_format("<think>a</think><answer>b</answer> done", "two")  # text after
+    assert not strict_format("<THINK>a</THINK><answer>b</answer>", "two")  # upstream tags are lower-case
+    assert not strict_format("<think>a</think><answer>b</answer>")  # three sections expected
+
+
+def test_sft_validation_accepts_the_two_section_variant(tmp_path):
+    import json
+
+    import numpy as np
+    import soundfile as sf
+
+    from fusionaudio.audsem.train import RecordError, load_records
+
+    sf.write(tmp_path / "a.wav", np.zeros(1600, dtype=np.float32), 16000)
+    row = {"audio_id": "a.wav", "instruction": "What is it?", "output": "<think>quiet</think>\n<answer>silence</answer>"}
+    (tmp_path / "d.json").write_text(json.dumps([row]))
+    (rec,) = load_records(tmp_path / "d.json", structured_variant="two")
+    assert rec.output.endswith("<answer>silence</answer>")
+    with pytest.raises(RecordError, match="not in the <think>/<semantic_elements>/<answer> format"):
+        load_records(tmp_path / "d.json")

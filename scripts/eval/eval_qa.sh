@@ -2,6 +2,10 @@
 # Question answering: MODE=mcq (AIR-Bench foundation), graded (AudioBench / Clotho-AQA 0-5),
 # chat (AIR-Bench chat, pairwise 1-10) or yesno. The judge is any OpenAI-compatible endpoint;
 # its key is read from the env variable named by JUDGE_API_KEY_ENV (never passed on the command line).
+# As published (FusionAudio's scripts): mcq with JUDGE_ALL=1 (every answer to the judge, temperature 0,
+# 1 token); chat / graded with the judge prompt of the original scripts in JUDGE_PROMPT (see
+# docs/evaluation.md; our default prompts are not comparable with published scores) and, for the
+# two-file layout, REFERENCES=<references.json> with PRED_KEY=output. The original judge is gpt-4.1-mini.
 # Usage: MODE=graded INPUT=preds.json JUDGE_BASE_URL=https://api.openai.com/v1 JUDGE_MODEL=gpt-4.1-mini \
 #        bash scripts/eval/eval_qa.sh
 set -euo pipefail
@@ -15,6 +19,9 @@ JUDGE_MODEL=${JUDGE_MODEL:-}
 JUDGE_API_KEY_ENV=${JUDGE_API_KEY_ENV:-OPENAI_API_KEY}
 JUDGE_WORKERS=${JUDGE_WORKERS:-8}
 JUDGE_CACHE_DIR=${JUDGE_CACHE_DIR:-}          # default: $FUSIONAUDIO_CACHE or ~/.cache/fusionaudio
+JUDGE_PROMPT=${JUDGE_PROMPT:-}    # template file with named fields (default: ours)
+JUDGE_ALL=${JUDGE_ALL:-0}         # mcq: 1 = every answer to the judge, as the original
+REFERENCES=${REFERENCES:-}        # graded/chat: separate references file joined on audio_id + instruction
 PRED_KEY=${PRED_KEY:-prediction}
 REF_KEY=${REF_KEY:-output}
 
@@ -26,5 +33,8 @@ args=("$MODE" --input "$INPUT" --pred_key "$PRED_KEY" --ref_key "$REF_KEY"
 [[ -n "$JUDGE_BASE_URL" ]] && args+=(--judge_base_url "$JUDGE_BASE_URL")
 [[ -n "$JUDGE_MODEL" ]] && args+=(--judge_model "$JUDGE_MODEL")
 [[ -n "$JUDGE_CACHE_DIR" ]] && args+=(--judge_cache_dir "$JUDGE_CACHE_DIR")
+[[ -n "$JUDGE_PROMPT" ]] && args+=(--judge_prompt "$JUDGE_PROMPT")
+[[ "$JUDGE_ALL" == 1 ]] && args+=(--judge_all)
+[[ -n "$REFERENCES" ]] && args+=(--references "$REFERENCES")
 
 exec "$PYTHON" -m fusionaudio.evaluate.qa "${args[@]}" "$@"

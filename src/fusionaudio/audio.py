@@ -17,9 +17,12 @@ so on CPU the result matches the reference bit for bit at 16 kHz and to ~1e-3 af
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -28,6 +31,8 @@ import numpy as np
 import soundfile as sf
 import torch
 import torch.nn.functional as F
+
+from fusionaudio.sinc import resample_sinc
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +51,16 @@ FBANK_NORM_STD = 4.4849
 RESAMPLERS = ("sinc", "soxr", "librosa", "polyphase")
 CHANNEL_MODES = ("reference", "downmix")
 
-# torchaudio 0.13 resample defaults used by the reference
-_SINC_LOWPASS_WIDTH = 6
-_SINC_ROLLOFF = 0.99
 # fewest rows handed to one fbank matmul (see _log_mel)
 _MIN_MM_ROWS = 64
 # rows of frames per fbank block on CPU (fbank_batch); larger blocks fall out of cache
 _CPU_BLOCK_ROWS = 1024
+# Sample rates the front end accepts (a header outside this range is refused, not resampled).
+MIN_SAMPLE_RATE = 1_000
+MAX_SAMPLE_RATE = 768_000
+# Below this peak the float32 power spectrum cannot overflow (|X| <= 1600 * peak over a 400-sample
+# frame; 257 bins); above it, the clip's fbank is computed and checked before it is accepted.
+_SAFE_PEAK = 1e14
 
 PathLike = str | Path
 
@@ -97,6 +105,26 @@ class AudioInfo:
 # --------------------------------------------------------------------------- decoding
 
 
+def _check_readable(path: Path) -> None:
+    """An :class:`AudioError` that says why ``path`` cannot be opened as a regular file."""
+    if "\0" in str(path):
+        raise AudioError("path contains a NUL byte", repr(str(path)))
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AudioError("symlink loop (too many levels of symbolic links)", path) from exc
+        if exc.errno == errno.ENOENT:
+            problem = "broken symlink (its target does not exist)" if path.is_symlink() else "file not found"
+            raise AudioError(problem, path) from exc
+        raise AudioError(f"cannot open ({exc.strerror or exc})", path) from exc
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise AudioError(f"not an audio file: {kind}" if kind == "a directory" else kind, path)
+    if not os.access(path, os.R_OK):
+        raise AudioError("permission denied", path)
+
+
 def read_audio(path: PathLike) -> tuple[torch.Tensor, int]:
     """Decode a file with soundfile (wav, flac, ogg, mp3, ...).
 
@@ -105,46 +133,25 @@ def read_audio(path: PathLike) -> tuple[torch.Tensor, int]:
     missing or undecodable file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise AudioError("file not found" if not path.exists() else "not a regular file", path)
+    _check_readable(path)
     try:
         data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
         raise AudioError(f"cannot decode audio ({exc})", path) from exc
+    except MemoryError as exc:
+        raise AudioError(f"cannot decode audio: out of memory ({exc})", path) from exc
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sample_rate)
 
 
 # --------------------------------------------------------------------------- resampling
 
 
-@functools.lru_cache(maxsize=16)
-def _sinc_kernel(orig: int, new: int) -> tuple[torch.Tensor, int]:
-    """torchaudio 0.13's Hann-windowed sinc kernel for the reduced ratio ``orig -> new``.
-
-    Built in float32 in the reference's order of operations (a float64 kernel moves the fbank by up
-    to 9e-3). Returns the kernel ``[new, 1, 2 * width + orig]`` (CPU) and ``width``.
-    """
-    base = min(orig, new) * _SINC_ROLLOFF
-    width = math.ceil(_SINC_LOWPASS_WIDTH * orig / base)
-    taps = torch.arange(-width, width + orig, dtype=torch.float32)[None, None] / orig
-    t = torch.arange(0, -new, -1, dtype=torch.float32)[:, None, None] / new + taps
-    t = (t * base).clamp(-_SINC_LOWPASS_WIDTH, _SINC_LOWPASS_WIDTH)
-    hann = torch.cos(t * math.pi / _SINC_LOWPASS_WIDTH / 2) ** 2
-    t = t * math.pi
-    sinc = torch.where(t == 0, torch.ones((), dtype=t.dtype), t.sin() / t)
-    return sinc * (hann * (base / orig)), width
-
-
-def _resample_sinc(waveform: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
-    g = math.gcd(orig_sr, new_sr)
-    orig, new = orig_sr // g, new_sr // g
-    kernel, width = _sinc_kernel(orig, new)
-    channels, length = waveform.shape
-    padded = F.pad(waveform, (width, width + orig))
-    out = F.conv1d(padded[:, None], kernel.to(waveform.device), stride=orig)
-    out = out.transpose(1, 2).reshape(channels, -1)
-    # the reference rounds the output length in float32
-    return out[:, : math.ceil(np.float32(new * length / orig))]
+def _check_rate(sample_rate: int, path: str | None = None) -> None:
+    """Refuse rates outside :data:`MIN_SAMPLE_RATE`..:data:`MAX_SAMPLE_RATE` (a lying header must not
+    make the resampler allocate without bound)."""
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioError(f"sample rate {sample_rate} Hz is outside the supported range "
+                         f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz", path)
 
 
 def resample(
@@ -166,8 +173,10 @@ def resample(
     orig_sr, new_sr = int(orig_sr), int(new_sr)
     if orig_sr == new_sr:
         return waveform
+    _check_rate(orig_sr)
+    _check_rate(new_sr)
     if method == "sinc":
-        return _resample_sinc(waveform, orig_sr, new_sr)
+        return resample_sinc(waveform, orig_sr, new_sr)
     x = waveform.detach().cpu().numpy()
     if method == "soxr":
         import soxr
@@ -271,6 +280,19 @@ def _check_options(resampler: str, channel_mode: str) -> None:
         raise AudioError(f"unknown channel_mode {channel_mode!r}; choose one of {', '.join(CHANNEL_MODES)}")
 
 
+def _check_features_finite(mono: torch.Tensor, path: str | None) -> None:
+    """Refuse a clip whose fbank would not be finite (samples so large that the float32 power
+    spectrum overflows: a float file at amplitude ~1e19 gives thousands of inf features)."""
+    head = mono[: (TARGET_FRAMES - 1) * FRAME_SHIFT + FRAME_LENGTH]  # what the kept frames see
+    peak = float(head.abs().max())
+    if peak <= _SAFE_PEAK:
+        return
+    bad = int((~torch.isfinite(kaldi_fbank(head))).sum())
+    if bad:
+        raise AudioError(f"features are not finite: {bad} inf/NaN fbank values (samples reach "
+                         f"{peak:.3g}; expected floats in [-1, 1])", path)
+
+
 def _prepare(
     waveform, sample_rate, resampler: str, channel_mode: str, path: str | None,
     device=None, target_frames: int = TARGET_FRAMES,
@@ -290,6 +312,7 @@ def _prepare(
     if int(sample_rate) != sample_rate or sample_rate <= 0:
         raise AudioError(f"invalid sample rate {sample_rate!r}", path)
     sample_rate = int(sample_rate)
+    _check_rate(sample_rate, path)
     channels, length = wave.shape
     if length == 0 or channels == 0:
         raise AudioError("audio is empty (no samples)", path)
@@ -309,6 +332,7 @@ def _prepare(
     else:
         mixed = wave.mean(dim=0)
         mono = mixed - mixed.mean()
+    _check_features_finite(mono, path)
 
     num_frames = _num_frames(mono.shape[0])
     info = AudioInfo(
@@ -396,6 +420,10 @@ def fbank_batch(waveforms: Sequence[torch.Tensor], device=None) -> torch.Tensor:
         log_mel = torch.cat([_log_mel(rows) for rows in stacked.split(block)])
         for row, clip in zip(out, log_mel.split([f.shape[0] for f in frames])):
             row[: clip.shape[0]] = clip
+        finite = torch.isfinite(out).flatten(1).all(dim=1)
+        if not bool(finite.all()):  # unreachable for clips prepared by this module (_prepare checks)
+            bad = [i for i, ok in enumerate(finite.tolist()) if not ok]
+            raise AudioError(f"clip(s) {bad}: features are not finite (inf/NaN fbank values)")
     return _pad_and_normalize(out, TARGET_FRAMES, normalize=True)
 
 

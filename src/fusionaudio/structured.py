@@ -22,8 +22,14 @@ Parsing rules (all documented in :func:`parse_structured`):
   next recognised tag or to the end: a truncated generation), or to a closing tag without an opener
   (content runs from the previous recognised tag or the start); both are reported in ``issues`` and
   make the parse incomplete;
-* a parse is **complete** when all three sections exist as closed blocks with non-empty content and none
-  of the chosen blocks contains another section's tags (nesting / interleaving is garbled output).
+* a parse is **complete** when all the variant's sections exist as closed blocks with non-empty content
+  and none of the chosen blocks contains another section's tags (nesting / interleaving is garbled output).
+
+Two variants exist upstream: ``"three"`` (think / semantic_elements / answer, the SFT models) and ``"two"``
+(``<think>..</think>\n<answer>..</answer>``, the GRPO model trained without semantic elements). With
+``variant="two"`` a ``<semantic_elements>`` section is parsed when present but not required.
+:func:`strict_format` is the upstream GRPO format check (the whole text must be the variant's blocks in
+order, separated only by whitespace, tags exactly lower-case).
 """
 
 from __future__ import annotations
@@ -42,9 +48,12 @@ __all__ = [
     "parse_semantic_elements",
     "answer_text",
     "compliance_rate",
+    "strict_format",
+    "VARIANTS",
 ]
 
 SECTIONS = ("think", "semantic_elements", "answer")
+VARIANTS = {"three": SECTIONS, "two": ("think", "answer")}
 
 # Wording used by the public AudSemThinker evaluation code for captioning (AudioBench runner,
 # model "audsemthinker"); a question, when given, is appended as " Question: {question}".
@@ -126,14 +135,21 @@ def _tags(text: str) -> list[_Tag]:
     ]
 
 
-def parse_structured(text: str) -> dict:
-    """Parse a three-section answer; never raises on malformed text.
+def _required(variant: str) -> tuple[str, ...]:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown structured variant {variant!r}; expected one of {sorted(VARIANTS)}")
+    return VARIANTS[variant]
+
+
+def parse_structured(text: str, variant: str = "three") -> dict:
+    """Parse a structured answer (``variant``: ``"three"`` sections or ``"two"``); never raises on malformed text.
 
     Returns a dict with:
 
     * ``think``, ``semantic_elements``, ``answer``: the stripped section text, or ``None`` when the section
       is absent (an empty block gives ``""``);
-    * ``complete``: ``True`` when all three sections are closed, non-empty, non-nested blocks;
+    * ``complete``: ``True`` when all the variant's sections are closed, non-empty, non-nested blocks
+      (``semantic_elements`` is always returned, ``None`` when absent);
     * ``semantic``: ``parse_semantic_elements(semantic_elements)`` (``{}`` when absent);
     * ``extra``: the stripped text outside every recognised tag and block (``""`` when none);
     * ``issues``: human-readable notes on every anomaly found (unclosed, unopened, repeated, empty, nested).
@@ -142,6 +158,7 @@ def parse_structured(text: str) -> dict:
     """
     if not isinstance(text, str):
         raise TypeError(f"parse_structured expects a str, got {type(text).__name__}")
+    required = _required(variant)
     tags = _tags(text)
     issues: list[str] = []
     complete_blocks: dict[str, list[tuple[int, int, int, int]]] = {s: [] for s in SECTIONS}
@@ -192,17 +209,18 @@ def parse_structured(text: str) -> dict:
             used_spans.append((unopened[name][1], unopened[name][3]))
         if span is None:
             result[name] = None
-            result["complete"] = False
-            issues.append(f"<{name}> section is missing")
+            if name in required:
+                result["complete"] = False
+                issues.append(f"<{name}> section is missing")
             continue
         content = text[span[1] : span[2]].strip()
         # Stray section tags left inside the content (garbled nesting) are removed from the value.
         content = _TAG_RE.sub("", content).strip()
         result[name] = content
-        if not blocks or (name, span[0]) in nested:
+        if name in required and (not blocks or (name, span[0]) in nested):
             result["complete"] = False
         if not content:
-            result["complete"] = False
+            result["complete"] = result["complete"] and name not in required
             issues.append(f"<{name}> section is empty")
 
     result["semantic"] = parse_semantic_elements(result["semantic_elements"] or "")
@@ -234,7 +252,7 @@ def answer_text(text: str) -> str:
     return parsed["extra"]
 
 
-def compliance_rate(texts) -> float:
+def compliance_rate(texts, variant: str = "three") -> float:
     """Share of ``texts`` whose parse is complete (see :func:`parse_structured`), in [0, 1].
 
     Raises ``ValueError`` on an empty list (the rate is undefined).
@@ -242,7 +260,15 @@ def compliance_rate(texts) -> float:
     texts = list(texts)
     if not texts:
         raise ValueError("compliance_rate needs at least one text")
-    return sum(parse_structured(t)["complete"] for t in texts) / len(texts)
+    return sum(parse_structured(t, variant)["complete"] for t in texts) / len(texts)
+
+
+def strict_format(text: str, variant: str = "three") -> bool:
+    """The upstream GRPO format check: ``text`` is exactly the variant's blocks in order (``<think>...</think>``,
+    [``<semantic_elements>...</semantic_elements>``,] ``<answer>...</answer>``) with only whitespace between
+    them and nothing before or after; tags lower-case as written."""
+    body = r"\s*".join(rf"<{name}>.*?</{name}>" for name in _required(variant))
+    return re.fullmatch(body, text, re.DOTALL) is not None
 
 
 # ------------------------------------------------------------------------------------ semantic elements

@@ -33,7 +33,7 @@ from fusionaudio.audsem.config import DEFAULT_PROMPT_MODE, LORA_DEFAULTS, SYSTEM
 from fusionaudio.audsem.model import build_conversation, load_audio, load_thinker
 from fusionaudio.model.loading import resolve_dtype
 from fusionaudio.audsem.processor import OmniAudioProcessor
-from fusionaudio.structured import parse_structured
+from fusionaudio.structured import VARIANTS, parse_structured
 
 logger = logging.getLogger(__name__)
 
@@ -84,12 +84,14 @@ def _read_json_or_jsonl(path: Path) -> list:
     return rows
 
 
-def load_records(data_path, check_audio: bool = True, require_structured: bool = True) -> list[Record]:
+def load_records(data_path, check_audio: bool = True, require_structured: bool = True,
+                 structured_variant: str = "three") -> list[Record]:
     """Read and validate every record of ``data_path``; raise :class:`RecordError` listing all bad ones.
 
     Checks: each record is an object with string ``audio_id``, ``instruction``, ``output`` (``input``
     optional, a string); the audio file exists (and, with ``check_audio``, its header decodes); with
-    ``require_structured`` the output parses completely (:func:`fusionaudio.structured.parse_structured`).
+    ``require_structured`` the output parses completely (:func:`fusionaudio.structured.parse_structured`)
+    in ``structured_variant`` (``"three"`` sections, or ``"two"``: think/answer, the GRPO model's format).
     """
     import soundfile as sf
 
@@ -124,9 +126,10 @@ def load_records(data_path, check_audio: bool = True, require_structured: bool =
                 except (RuntimeError, sf.LibsndfileError) as exc:
                     problems.append(f"audio file {audio_path} cannot be decoded ({exc})")
         if require_structured and isinstance(row.get("output"), str) and row["output"].strip():
-            parsed = parse_structured(row["output"])
+            parsed = parse_structured(row["output"], structured_variant)
             if not parsed["complete"]:
-                problems.append("output is not in the <think>/<semantic_elements>/<answer> format: " + "; ".join(parsed["issues"]))
+                fmt = "/".join(f"<{n}>" for n in VARIANTS[structured_variant])
+                problems.append(f"output is not in the {fmt} format: " + "; ".join(parsed["issues"]))
         if problems:
             errors.append(f"record {i}: " + "; ".join(problems))
             continue
@@ -217,16 +220,19 @@ def train(base_model_path: str, data_path: str, output_dir: str, epochs: int = T
           lora_dropout: float = LORA_DEFAULTS["lora_dropout"],
           target_modules: str = ",".join(LORA_DEFAULTS["target_modules"]),
           prompt_mode: str = DEFAULT_PROMPT_MODE, system_prompt: str = SYSTEM_PROMPT,
-          device: str = "cpu", dtype: str = "float32", seed: int = 42, weight_decay: float = 0.0) -> dict:
+          device: str = "cpu", dtype: str = "float32", seed: int = 42, weight_decay: float = 0.0,
+          structured_variant: str = "three") -> dict:
     """Fine-tune LoRA adapters on ``data_path`` and save them to ``output_dir``.
 
     Defaults follow AudSemThinker's SFT (LoRA r=8/alpha=16/dropout 0.05 on every ``q_proj`` and ``v_proj``,
     AdamW lr 2e-4, 1 epoch, batch 4; use ``--device cuda --dtype bfloat16`` as the paper did). ``max_steps``
-    caps optimizer steps. Returns ``{"output_dir", "steps", "losses"}`` (loss per optimizer step).
+    caps optimizer steps. ``structured_variant="two"`` validates targets in the two-section
+    ``<think>``/``<answer>`` format (the GRPO model's) instead of the three-section one.
+    Returns ``{"output_dir", "steps", "losses"}`` (loss per optimizer step).
     """
     build_instruction("probe", prompt_mode)
     out = Path(output_dir)
-    records = load_records(data_path)
+    records = load_records(data_path, structured_variant=structured_variant)
     processor = OmniAudioProcessor.from_pretrained(base_model_path)
     torch_dtype = resolve_dtype(dtype)
     torch.manual_seed(seed)

@@ -187,12 +187,23 @@ def evaluate_captioning(
     metrics: str = ",".join(ALL_METRICS),
     tokenizer: str = "ptb",
     structured: bool = False,
+    protocol: str = "coco",
+    trials: int = 5,
+    strict_first_char: bool = False,
 ) -> dict:
     """Score a prediction file; writes ``output`` (JSON, default ``<input>.cap.json``) and ``.md``.
 
     ``metrics``: comma-separated subset of bleu,meteor,rouge,cider,spice. ``structured``: score
     the ``<answer>`` section of structured outputs and report their format compliance.
+    ``protocol="ltu"``: CIDEr/SPICE mean and std over ``trials`` trials, as LTU reports captioning
+    (see :mod:`.captioning_ltu`; ``metrics`` and ``group_key`` do not apply there).
     """
+    if protocol == "ltu":
+        from .captioning_ltu import evaluate_ltu
+
+        return evaluate_ltu(input, output, pred_key, ref_key, trials, tokenizer, strict_first_char, structured)
+    if protocol != "coco":
+        raise ValueError(f"protocol must be 'coco' or 'ltu', not {protocol!r}")
     records, structured_metrics = load_predictions(input, pred_key, structured)
     preds, refs, n_conflicts = collect_clips(records, input, pred_key, ref_key, group_key)
     scores, unavailable, per_clip = caption_scores(preds, refs, metrics, tokenizer)

@@ -1,10 +1,20 @@
 """Classification by text-embedding similarity (the reference's ``eval_Cls.py`` method).
 
 Each prediction is embedded as ``"sound of " + prediction.lower()`` and each label as
-``"sound of " + label.lower()`` (underscores become spaces unless ``keep_underscores``);
-labels are scored by cosine similarity. A prediction written as a label list
-(``"Labels: A; B"``) is split and the similarities of its items are summed, as the reference
-does for its ``cla`` task. Single-label sets report accuracy (argmax), macro-F1, mAP, mAUC, a
+``"sound of " + label.lower()`` with the vocabulary's name kept as it is (``car_horn`` keeps its
+underscore, as the reference does; ``keep_underscores=False`` turns ``_`` into spaces); labels are
+scored by cosine similarity. A prediction written as a label list (``"Labels: A; B"``) is split
+as the reference splits it for its ``cla`` task (after the last ``": "``, on ``"; "``) and the
+similarities of its items are combined by ``aggregation``: ``accu`` sums them (the reference's
+default), ``max`` keeps the largest, starting from 0 as the reference does (negative similarities
+never count).
+
+Beside our metrics, the report carries the published ones (``published_mAP``, ``published_mAUC``,
+``published_acc``; see :mod:`.cls_stats` for how classes without positives count) and the
+reference's files ``all_pred.npy``, ``all_truth.npy``, ``result_summary.csv`` go to
+``<output stem>_cla_report/``. Only the embedders ``text-embedding-3-large`` and
+``bert-large-uncased`` reproduce the published setting; the default MiniLM is marked
+"not comparable with published numbers". Single-label sets report accuracy (argmax), macro-F1, mAP, mAUC, a
 per-class precision/recall/F1 table and a confusion-matrix PNG; multi-label sets (ground truth
 a list or a ``label_sep``-separated string, optionally prefixed ``"Labels:"`` as in the FSD50K
 eval file) report mAP, mAUC, top-1 hit rate and per-class AP.
@@ -23,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .embeddings import CachedEmbedder, cosine_matrix, make_backend
+from .cls_stats import reference_stats, write_reference_files
+from .embeddings import CachedEmbedder, cosine_matrix, make_backend, named_embedder
 from .records import (
     DEFAULT_PRED_KEY,
     DEFAULT_REF_KEY,
@@ -42,11 +53,30 @@ _LABELS_PREFIX = re.compile(r"^\s*labels?\s*:\s*", re.IGNORECASE)
 
 
 # ----------------------------------------------------------------- vocabulary / labels
+VOCABULARY_DIR = Path(__file__).with_name("data") / "vocabulary"
+
+
+def packaged_vocabularies() -> list[str]:
+    """Names of the packaged vocabularies: the reference's files (ESC50, FSD50K, FSDnoisy18k, TAU_Urban,
+    UrbanSound8K), with the reference's names and index order."""
+    return sorted(p.stem for p in VOCABULARY_DIR.glob("*.csv"))
+
+
+def vocabulary_path(name_or_path: str) -> Path:
+    """A vocabulary file: an existing path, else a packaged vocabulary by name (``ESC50``, ``FSD50K``, ...)."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    packaged = VOCABULARY_DIR / f"{name_or_path}.csv"
+    if packaged.is_file():
+        return packaged
+    raise EvalInputError(f"{p}: vocabulary file not found (packaged vocabularies: {', '.join(packaged_vocabularies())})")
+
+
 def load_vocabulary(path: str) -> list[str]:
-    """Label names from a CSV ``index,name[,...]`` (header optional; ``name``/``display_name`` columns)."""
-    p = Path(path)
-    if not p.is_file():
-        raise EvalInputError(f"{p}: vocabulary file not found")
+    """Label names from a CSV ``index,name[,...]`` (header optional; ``name``/``display_name`` columns),
+    given as a path or as the name of a packaged vocabulary."""
+    p = vocabulary_path(str(path))
     with p.open(newline="", encoding="utf-8") as f:
         rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
     if not rows:
@@ -88,37 +118,30 @@ def prediction_items(pred: str, pred_format: str = "auto", sep: str = ";") -> li
         raise ValueError(f"pred_format must be auto, caption or labels, not {pred_format!r}")
     as_labels = pred_format == "labels" or (pred_format == "auto" and _LABELS_PREFIX.match(pred))
     if as_labels:
-        items = parse_labels(pred, sep)
-        return items or [pred]
+        # the reference: pred.split(': ')[-1].split('; '), each item left-stripped
+        return [x.lstrip() for x in pred.split(": ")[-1].split(sep.strip() + " " if sep.strip() else sep)]
     return [pred]
 
 
 # ----------------------------------------------------------------------------- metrics
 def average_precision(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """Non-interpolated AP (sklearn's definition, tied scores grouped); NaN without positives."""
+    """scikit-learn's average precision (tied scores grouped); NaN without positives (undefined)."""
+    from sklearn.metrics import average_precision_score
+
     y_true = np.asarray(y_true, dtype=float)
-    y_score = np.asarray(y_score, dtype=float)
     if y_true.sum() == 0:
         return float("nan")
-    order = np.argsort(-y_score, kind="mergesort")
-    y, s = y_true[order], y_score[order]
-    last = np.r_[np.where(np.diff(s))[0], y.size - 1]
-    tps = np.cumsum(y)[last]
-    precision = tps / (last + 1)
-    recall = tps / tps[-1]
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    return float(average_precision_score(y_true, np.asarray(y_score, dtype=float)))
 
 
 def roc_auc(y_true: np.ndarray, y_score: np.ndarray) -> float:
-    """ROC AUC via the rank-sum statistic (ties averaged); NaN unless both classes occur."""
-    from scipy.stats import rankdata
+    """scikit-learn's ROC AUC (ties averaged); NaN unless both classes occur."""
+    from sklearn.metrics import roc_auc_score
 
     y_true = np.asarray(y_true, dtype=bool)
-    n_pos, n_neg = int(y_true.sum()), int((~y_true).sum())
-    if n_pos == 0 or n_neg == 0:
+    if y_true.all() or not y_true.any():
         return float("nan")
-    ranks = rankdata(y_score)
-    return float((ranks[y_true].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(y_true, np.asarray(y_score, dtype=float)))
 
 
 def _nanmean(values) -> float | None:
@@ -196,19 +219,24 @@ def plot_confusion_matrix(confusion: np.ndarray, labels: list[str], path: str) -
 
 
 # -------------------------------------------------------------------------- pipeline
-def label_text(label: str, keep_underscores: bool = False) -> str:
+def label_text(label: str, keep_underscores: bool = True) -> str:
     """The text embedded for a label."""
     return PREFIX + (label if keep_underscores else label.replace("_", " ")).lower()
 
 
-def score_records(pred_items: list[list[str]], labels: list[str], embedder, keep_underscores=False) -> np.ndarray:
-    """Score matrix (n, C): summed cosine similarity of each record's items to each label."""
+def score_records(pred_items: list[list[str]], labels: list[str], embedder, keep_underscores=True,
+                  aggregation: str = "accu") -> np.ndarray:
+    """Score matrix (n, C) of each record's items against each label: ``accu`` sums the cosine
+    similarities, ``max`` takes ``max(0, similarities...)`` (the reference starts its maximum at 0)."""
+    if aggregation not in ("accu", "max"):
+        raise ValueError(f"aggregation must be 'accu' or 'max', not {aggregation!r}")
     label_vecs = embedder.embed([label_text(lab, keep_underscores) for lab in labels])
     flat = [PREFIX + item.lower() for items in pred_items for item in items]
     sims = cosine_matrix(embedder.embed(flat), label_vecs)
     scores, row = np.zeros((len(pred_items), len(labels))), 0
     for i, items in enumerate(pred_items):
-        scores[i] = sims[row : row + len(items)].sum(axis=0)
+        block = sims[row : row + len(items)]
+        scores[i] = block.sum(axis=0) if aggregation == "accu" else np.maximum(block.max(axis=0), 0.0)
         row += len(items)
     return scores
 
@@ -222,7 +250,10 @@ def evaluate_classification(
     label_sep: str = ";",
     pred_format: str = "auto",
     multilabel: str | bool = "auto",
-    keep_underscores: bool = False,
+    keep_underscores: bool = True,
+    aggregation: str = "accu",
+    undefined_auc: str = "-1",
+    reference_dir: str | None = None,
     backend: str = "st",
     embed_model: str | None = None,
     embed_base_url: str | None = None,
@@ -232,15 +263,21 @@ def evaluate_classification(
     device: str = "cpu",
     confusion_png: str | None = None,
     embedder=None,
- structured: bool = False) -> dict:
+    structured: bool = False,
+) -> dict:
     """Evaluate a prediction file; writes ``output`` (JSON), ``.md`` and a confusion PNG.
 
     ``vocabulary``: CSV ``index,name`` (e.g. ``data/eval/vocabulary/ESC50.csv``); without it the
     label set is every label found in the ground truth. ``multilabel``: ``auto`` (any record with
-    several labels), ``True`` or ``False``. ``backend``: ``st`` (``embed_model`` = local
-    sentence-transformers dir, default all-MiniLM-L6-v2), ``bert`` (local dir) or ``openai``
-    (``embed_base_url`` + ``embed_model``, key from ``embed_api_key_env``). ``embedder``: an
-    object with ``embed(texts)`` for programmatic use (skips the backend options).
+    several labels), ``True`` or ``False``. ``embedder``: a name from
+    ``minilm`` / ``text-embedding-3-large`` / ``bert-large-uncased`` (``embed_model`` = its local
+    directory for minilm/bert; ``embed_base_url`` overrides the OpenAI URL), or an object with
+    ``embed(texts)``; without it, ``backend``: ``st`` (``embed_model`` = local sentence-transformers
+    dir, default all-MiniLM-L6-v2), ``bert`` (local dir) or ``openai`` (``embed_base_url`` +
+    ``embed_model``, key from ``embed_api_key_env``). ``aggregation``: ``accu`` or ``max``.
+    ``undefined_auc``: ``-1`` or ``nan`` for classes without positives (see :mod:`.cls_stats`).
+    ``reference_dir``: where the reference's ``.npy``/``.csv`` files go (default
+    ``<output stem>_cla_report``).
     """
     records, structured_metrics = load_predictions(input, pred_key, structured)
     truths, preds = [], []
@@ -252,34 +289,29 @@ def evaluate_classification(
         preds.append(prediction_items(get_prediction(rec, pred_key, input, i), pred_format, label_sep))
 
     labels = load_vocabulary(vocabulary) if vocabulary else sorted({g for gt in truths for g in gt}, key=str.lower)
-    index = {normalize_text(lab): c for c, lab in enumerate(labels)}
-    truth = np.zeros((len(records), len(labels)))
-    for i, gt in enumerate(truths):
-        for g in gt:
-            c = index.get(normalize_text(g))
-            if c is None:
-                raise EvalInputError(
-                    f"{input}: record {i}: label {g!r} is not in the vocabulary "
-                    f"({vocabulary or 'from data'}; {len(labels)} labels, e.g. {labels[:5]})"
-                )
-            truth[i, c] = 1
+    truth = truth_matrix(truths, labels, input, vocabulary)
     is_multi = any(len(gt) > 1 for gt in truths) if multilabel == "auto" else bool(multilabel)
     if not is_multi and any(len(gt) > 1 for gt in truths):
         raise EvalInputError(f"{input}: multilabel=False but some records have several labels")
 
-    if embedder is None:
-        embedder = CachedEmbedder(
-            make_backend(backend, embed_model, embed_base_url, embed_api_key_env, device), cache_dir, not no_cache
-        )
-    scores = score_records(preds, labels, embedder, keep_underscores)
+    embedder, comparability = _resolve_embedder(embedder, backend, embed_model, embed_base_url, embed_api_key_env,
+                                                device, cache_dir, no_cache)
+    scores = score_records(preds, labels, embedder, keep_underscores, aggregation)
     metrics, per_class, confusion = classification_metrics(scores, truth, labels, is_multi)
+    published = reference_stats(scores, truth, undefined_auc)
+    metrics.update(published_mAP=published["mAP"], published_mAUC=published["mAUC"], published_acc=published["acc"])
 
     output = output or default_output(input, ".cls.json")
     backend_id = getattr(getattr(embedder, "backend", embedder), "backend_id", type(embedder).__name__)
     meta = {"input": str(input), "n_records": len(records), "n_classes": len(labels), "multilabel": is_multi,
             "n_null_predictions": count_null(records, pred_key),
             "vocabulary": vocabulary or "labels found in the data", "backend": backend_id,
-            "pred_key": pred_key, "ref_key": ref_key, "pred_format": pred_format, "label_prefix": PREFIX}
+            "pred_key": pred_key, "ref_key": ref_key, "pred_format": pred_format, "label_prefix": PREFIX,
+            "label_underscores": "kept (as the reference)" if keep_underscores else "turned into spaces",
+            "aggregation": aggregation, "undefined_auc": undefined_auc,
+            "comparability": comparability or "unknown (custom embedder object)"}
+    meta["reference_files"] = write_reference_files(
+        reference_dir or str(Path(output).with_suffix("")) + "_cla_report", scores, truth, published)
     details = {"per_class": per_class,
                "records": [{"index": i, "audio_id": rec.get("audio_id"), "truth": truths[i],
                             "top1": labels[int(scores[i].argmax())]} for i, rec in enumerate(records)]}
@@ -292,6 +324,43 @@ def evaluate_classification(
     result = make_result("classification", metrics, meta, details=details)
     write_report(result, output)
     return result
+
+
+def truth_matrix(truths: list[list[str]], labels: list[str], input, vocabulary) -> np.ndarray:
+    """Binary (n, C) truth; labels match ignoring case and ``_``/space; an unknown label is an error."""
+    index = {normalize_text(lab): c for c, lab in enumerate(labels)}
+    truth = np.zeros((len(truths), len(labels)))
+    for i, gt in enumerate(truths):
+        for g in gt:
+            c = index.get(normalize_text(g))
+            if c is None:
+                raise EvalInputError(
+                    f"{input}: record {i}: label {g!r} is not in the vocabulary "
+                    f"({vocabulary or 'from data'}; {len(labels)} labels, e.g. {labels[:5]})"
+                )
+            truth[i, c] = 1
+    return truth
+
+
+def _resolve_embedder(embedder, backend, embed_model, embed_base_url, embed_api_key_env, device, cache_dir, no_cache):
+    """``(embedder object, comparability note)`` from a name, an object, or the backend options."""
+    if isinstance(embedder, str):
+        named, comparability = named_embedder(embedder, embed_model, embed_base_url, embed_api_key_env, device)
+        return CachedEmbedder(named, cache_dir, not no_cache), comparability
+    if embedder is None:
+        made = make_backend(backend, embed_model, embed_base_url, embed_api_key_env, device)
+        return CachedEmbedder(made, cache_dir, not no_cache), _backend_comparability(backend, embed_model)
+    return embedder, None
+
+
+def _backend_comparability(backend: str, embed_model: str | None) -> str:
+    from .embeddings import NOT_COMPARABLE
+
+    if backend == "openai" and embed_model == "text-embedding-3-large":
+        return "comparable (OpenAI text-embedding-3-large, the published setting)"
+    if backend == "bert":
+        return "comparable if embed_model is bert-large-uncased (mean over all tokens)"
+    return NOT_COMPARABLE
 
 
 def main():

@@ -85,10 +85,16 @@ class BertMeanBackend(EmbeddingBackend):
         self._strip = str.maketrans("", "", string.punctuation)
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        """Mean of the last hidden state over every token of each text, as the reference computes it
+        one text at a time: punctuation removed, lower-cased, tokenised without truncation and then
+        cut to the first ``max_length`` ids (the reference cuts after adding [SEP], so a long text
+        loses its [SEP]). Texts are batched with padding; the attention mask keeps the mean exact."""
         out = []
         for start in range(0, len(texts), self.batch_size):
             chunk = [t.translate(self._strip).lower() for t in texts[start : start + self.batch_size]]
-            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length)
+            rows = [self.tokenizer(t, truncation=False, verbose=False) for t in chunk]
+            rows = [{k: v[: self.max_length] for k, v in row.items()} for row in rows]
+            enc = self.tokenizer.pad(rows, return_tensors="pt")
             enc = {k: v.to(self.device) for k, v in enc.items()}
             with self.torch.no_grad():
                 hidden = self.model(**enc).last_hidden_state
@@ -162,3 +168,30 @@ def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
     b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
     return a @ b.T
+
+
+# Embedders named as the published evaluations used them. FusionAudio's eval_Cls.py embeds with OpenAI
+# ``text-embedding-3-large`` (its default setting) or ``bert-large-uncased`` (mean over all tokens);
+# the packaged MiniLM model is an offline stand-in whose numbers do not compare with the paper's.
+NOT_COMPARABLE = "not comparable with published numbers"
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+EMBEDDERS = ("minilm", "text-embedding-3-large", "bert-large-uncased")
+
+
+def named_embedder(name: str, model_dir: str | None = None, base_url: str | None = None,
+                   api_key_env: str = "OPENAI_API_KEY", device: str = "cpu") -> tuple[EmbeddingBackend, str]:
+    """``(backend, comparability)`` for an embedder named in :data:`EMBEDDERS`.
+
+    ``bert-large-uncased`` is read from ``model_dir`` (a local download; nothing is fetched);
+    ``text-embedding-3-large`` calls ``base_url`` (default the OpenAI API) with the key in ``api_key_env``.
+    """
+    if name == "minilm":
+        return SentenceTransformerBackend(model_dir, device=device), NOT_COMPARABLE
+    if name == "bert-large-uncased":
+        if not model_dir:
+            raise ValueError("embedder bert-large-uncased needs --embed_model DIR (a local bert-large-uncased download)")
+        return BertMeanBackend(model_dir, device=device), "comparable (bert-large-uncased, mean over all tokens)"
+    if name == "text-embedding-3-large":
+        backend = OpenAIEmbeddingBackend(base_url or OPENAI_BASE_URL, "text-embedding-3-large", api_key_env=api_key_env)
+        return backend, "comparable (OpenAI text-embedding-3-large, the published setting)"
+    raise ValueError(f"unknown embedder {name!r}; choose one of {EMBEDDERS}")

@@ -60,24 +60,31 @@ def load_records(path: str | os.PathLike) -> list[dict]:
     return records
 
 
-def load_predictions(path, pred_key: str = DEFAULT_PRED_KEY, structured: bool = False) -> tuple[list[dict], dict]:
-    """Load a prediction file. With ``structured`` (outputs in the AudSemThinker format
-    ``<think>..</think><semantic_elements>..</semantic_elements><answer>..</answer>``), each
-    prediction is replaced by its answer section (what the metrics score; the raw text is kept
-    under ``raw_<pred_key>``) and the share of outputs that parse completely is returned as
-    ``{"structured_compliance": rate}`` for the report."""
+def load_predictions(path, pred_key: str = DEFAULT_PRED_KEY, structured: bool | str = False) -> tuple[list[dict], dict]:
+    """Load a prediction file. With ``structured`` (outputs in the AudSemThinker format: ``True`` or
+    ``"three"`` for ``<think>..</think><semantic_elements>..</semantic_elements><answer>..</answer>``,
+    ``"two"`` for the GRPO model's ``<think>..</think><answer>..</answer>``), each prediction is replaced by
+    its answer section (what the metrics score; the raw text is kept under ``raw_<pred_key>``) and two
+    rates are returned for the report: ``structured_compliance`` (share that parse completely,
+    :func:`fusionaudio.structured.parse_structured`) and ``structured_strict_format`` (share passing the
+    upstream GRPO format check, :func:`fusionaudio.structured.strict_format`)."""
     records = load_records(path)
     if not structured:
         return records, {}
-    from fusionaudio.structured import answer_text, parse_structured
+    from fusionaudio.structured import VARIANTS, answer_text, parse_structured, strict_format
 
-    out, complete = [], 0
+    variant = "three" if structured is True else str(structured)
+    if variant not in VARIANTS:
+        raise EvalInputError(f"structured must be true, 'three' or 'two', not {structured!r}")
+    out, complete, strict = [], 0, 0
     for i, rec in enumerate(records):
         raw = get_prediction(rec, pred_key, path, i)
-        complete += bool(parse_structured(raw)["complete"])
+        complete += bool(parse_structured(raw, variant)["complete"])
+        strict += strict_format(raw, variant)
         answer = None if rec[pred_key] is None else answer_text(raw)
         out.append({**rec, pred_key: answer, "raw_" + pred_key: rec[pred_key]})
-    return out, {"structured_compliance": complete / len(records)}
+    return out, {"structured_compliance": complete / len(records),
+                 "structured_strict_format": strict / len(records)}
 
 
 def get_field(record: dict, key: str, path: Any, index: int, *, types=(str,), default=_MISSING):
