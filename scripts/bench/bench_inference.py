@@ -58,12 +58,20 @@ def run_infer(args, records_path: Path, out: Path, extra=()) -> float:
         cmd += ["--dtype", args.dtype]
     if args.loader_workers is not None:
         cmd += ["--loader_workers", str(args.loader_workers)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _child_cpu()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
+    args.cpu_s = _child_cpu() - c0
     if proc.returncode != 0:
         raise SystemExit(f"fusionaudio.infer failed:\n{proc.stderr[-3000:]}")
     return elapsed
+
+
+def _child_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def fixed_costs(base_dir: Path) -> dict:
@@ -108,25 +116,26 @@ def main():
         (tmp / "records.json").write_text(json.dumps(records))
         gen = dict(do_sample=False, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens)
         n, tokens = len(paths), len(paths) * args.new_tokens
-        res = {}
+        res, cpu = {}, {}
         if "a" not in skip:
             ref = FusionAudioInference(args.base_dir, device=device, dtype="float32", attention="eager")
             ref.generate([Request("warm up", torch.zeros(1024, 128))], max_new_tokens=2, do_sample=False)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             for path, q in zip(paths, questions):
                 ref.generate([Request(q, load_fbank(path))], batch_size=1, **gen)  # per file, CPU fbank
-            res["a"] = time.perf_counter() - t0
+            res["a"], cpu["a"] = time.perf_counter() - t0, time.process_time() - c0
             del ref
         if "b" not in skip:
             dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
             eng = FusionAudioInference(args.base_dir, device=device, dtype=dtype)
             eng.generate([Request("warm up", torch.zeros(1024, 128))], max_new_tokens=2, do_sample=False)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             eng.predict_batch(paths, questions, batch_size=args.batch_size, **gen)
-            res["b"] = time.perf_counter() - t0
+            res["b"], cpu["b"] = time.perf_counter() - t0, time.process_time() - c0
             del eng
         if "c" not in skip:
             res["c"] = run_infer(args, tmp / "records.json", tmp / "out" / "preds.json")
+            cpu["c"] = args.cpu_s
             one = tmp / "one.json"
             one.write_text(json.dumps(records[:1]))
             saved = args.new_tokens
@@ -135,6 +144,7 @@ def main():
             args.new_tokens = saved
             costs = fixed_costs(args.base_dir)
 
+    print("load average:", " ".join(f"{x:.1f}" for x in os.getloadavg()), f"on {os.cpu_count()} cores")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"preset={args.preset} device={name} clips={n} x {args.seconds:.0f}s (16/22.05/44.1/48 kHz) "
           f"new_tokens/clip={args.new_tokens} batch={args.batch_size}")
@@ -143,11 +153,12 @@ def main():
               "c": f"(c) python -m fusionaudio.infer end to end (batch {args.batch_size})"}
     for key, label in labels.items():
         if key in res:
-            print(f"{label:66} {res[key]:8.2f} s {n / res[key]:8.2f} clips/s {tokens / res[key]:9.1f} new tok/s")
+            print(f"{label:66} {res[key]:8.2f} s {n / res[key]:8.2f} clips/s {tokens / res[key]:9.1f} new tok/s"
+                  f"  (CPU {cpu[key]:.1f} s)")
     if "a" in res:
         for key in ("b", "c"):
             if key in res:
-                print(f"speed-up {key}/a: {res['a'] / res[key]:.2f}x")
+                print(f"speed-up {key}/a: {res['a'] / res[key]:.2f}x wall, {cpu['a'] / cpu[key]:.2f}x CPU time")
     if "c" in res:
         print(f"(c) fixed cost (a one-record run, 1 new token, own process): {res['c_fixed']:.2f} s; of it, in a "
               "fresh process: " + ", ".join(f"{k} {v:.2f} s" for k, v in costs.items()))
