@@ -114,3 +114,19 @@ def test_sdpa_attention_default_matches_eager(engine, audio_files):
     assert (sdpa - eager).abs().max() <= 1e-5
     with pytest.raises(ValueError, match="eager' or 'sdpa"):
         engine.model.set_attention("flash")
+
+
+def test_predict_batch_streams_the_clips(engine, audio_files, monkeypatch):
+    """Clips are decoded batch_size at a time, not all up front."""
+    sizes = []
+    real = engine.load_audio_batch
+
+    def spy(paths):
+        sizes.append(len(paths))
+        return real(paths)
+
+    monkeypatch.setattr(engine, "load_audio_batch", spy)
+    paths = [str(audio_files[i % 3]) for i in range(5)]
+    out = engine.predict_batch(paths, "Describe.", batch_size=2, do_sample=False, max_new_tokens=3)
+    assert sizes == [2, 2, 1] and len(out) == 5
+    assert out[0] == out[3]  # the same clip and question, in different batches
