@@ -76,3 +76,61 @@ def test_cli_audsemthinker_arch_is_detected_and_structured(audio_files, tmp_path
     assert isinstance(result["response"], str) and set(result["structured"]) >= {"think", "answer", "complete"}
     proc = _run("--base_model", omni, "--arch", "gama", "--device", "cpu", "--max_tokens", "2")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- edges (in process)
+
+
+def test_folder_expansion_reports_what_it_skipped(tmp_path):
+    import pytest
+
+    from fusionaudio.cli import UsageError, expand_audio_args
+
+    for name in ("a.au", "b.caf", "c.w64", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.wav").write_bytes(b"x")
+    skipped = []
+    assert expand_audio_args([str(tmp_path)], skipped=skipped) == [str(tmp_path / n) for n in ("a.au", "b.caf", "c.w64")]
+    assert skipped == [str(tmp_path / "notes.txt"), str(tmp_path / "sub") + "/"]
+    skipped = []
+    assert expand_audio_args([str(tmp_path)], recursive=True, skipped=skipped)[-1] == str(tmp_path / "sub" / "d.wav")
+    assert skipped == [str(tmp_path / "notes.txt")]
+    with pytest.raises(UsageError, match="empty argument"):
+        expand_audio_args([""])
+    assert expand_audio_args(None) == [None]
+
+
+def test_an_existing_path_named_empty_is_audio(tiny_base_dir, audio_files, tmp_path, monkeypatch, capsys):
+    from fusionaudio.cli import quick_inference_main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").write_bytes(audio_files[0].read_bytes())
+    common = ["--base_model", str(tiny_base_dir), "--device", "cpu", "--greedy", "--max_tokens", "3", "--json"]
+    assert quick_inference_main(["--audio", "empty", *common]) == 0
+    (result,) = json.loads(capsys.readouterr().out)
+    assert result["audio_info"]["sample_rate"] == 16000 and result["error"] is None
+    (tmp_path / "empty").unlink()
+    assert quick_inference_main(["--audio", "empty", *common]) == 2
+    err = capsys.readouterr().err
+    assert "empty: file not found" in err and "leave out --audio" in err
+
+
+def test_json_prints_every_input_and_fails_when_one_did(tiny_base_dir, audio_files, tmp_path, capsys):
+    from fusionaudio.cli import quick_inference_main
+    from fusionaudio.inference import FusionAudioInference
+
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF....WAVEnope")
+    paths = [str(audio_files[0]), str(bad), str(audio_files[1])]
+    code = quick_inference_main(["--base_model", str(tiny_base_dir), "--audio", *paths, "--device", "cpu", "--greedy",
+                                 "--max_tokens", "4", "--json", "--batch_size", "1", "--loader_workers", "1"])
+    out = capsys.readouterr()
+    assert code == 1 and "1 of 3 inputs failed" in out.err
+    results = json.loads(out.out)
+    assert [r["audio"] for r in results] == paths
+    assert results[1]["response"] is None and "bad.wav" in results[1]["error"]
+    engine = FusionAudioInference(tiny_base_dir)
+    expected = engine.predict_batch([paths[0], paths[2]], "Please describe this audio in detail.", do_sample=False,
+                                    max_new_tokens=4)
+    assert [results[0]["response"], results[2]["response"]] == expected

@@ -87,3 +87,46 @@ def test_bad_audio_raises_named_error(engine, tmp_path):
         engine.predict(bad, "Describe.")
     with pytest.raises(ValueError, match="2 questions for 1 audio"):
         engine.predict_batch([None], ["a", "b"])
+
+
+def test_repetition_penalty_covers_the_prompt_not_the_padding():
+    """As in the reference (whose generate sees the prompt ids), the prompt's tokens are penalised too."""
+    from fusionaudio.inference import PromptRepetitionPenalty
+
+    proc = PromptRepetitionPenalty(2.0, torch.tensor([[0, 0, 5, 6], [4, 5, 6, 3]]),
+                                   torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]]))
+    out = proc(torch.tensor([[7], [7]]), torch.full((2, 10), 2.0))
+    assert out[0].tolist() == [2.0, 2.0, 2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 2.0, 2.0]  # pad id 0 untouched
+    assert out[1].tolist() == [2.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0]
+
+
+def test_sdpa_attention_default_matches_eager(engine, audio_files):
+    fbank, _ = engine.load_audio(audio_files[0])
+    qformer_attn = engine.model.qformer.config._attn_implementation
+    assert qformer_attn == "sdpa"  # the inference default
+    with torch.no_grad():
+        sdpa = engine.model.encode_audio(fbank[None])
+        engine.model.set_attention("eager")
+        try:
+            eager = engine.model.encode_audio(fbank[None])
+        finally:
+            engine.model.set_attention("sdpa")
+    assert (sdpa - eager).abs().max() <= 1e-5
+    with pytest.raises(ValueError, match="eager' or 'sdpa"):
+        engine.model.set_attention("flash")
+
+
+def test_predict_batch_streams_the_clips(engine, audio_files, monkeypatch):
+    """Clips are decoded batch_size at a time, not all up front."""
+    sizes = []
+    real = engine.load_audio_batch
+
+    def spy(paths):
+        sizes.append(len(paths))
+        return real(paths)
+
+    monkeypatch.setattr(engine, "load_audio_batch", spy)
+    paths = [str(audio_files[i % 3]) for i in range(5)]
+    out = engine.predict_batch(paths, "Describe.", batch_size=2, do_sample=False, max_new_tokens=3)
+    assert sizes == [2, 2, 1] and len(out) == 5
+    assert out[0] == out[3]  # the same clip and question, in different batches

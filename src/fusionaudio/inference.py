@@ -7,6 +7,7 @@ requests one at a time). The response is the decoded new tokens.
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,15 +15,12 @@ from pathlib import Path
 import torch
 
 from .audio import AudioInfo, load_fbank
+from .generation import EXTRA_GENERATION_OPTIONS, GENERATION_DEFAULTS  # re-exported
 from .model.loading import load_model, resolve_dtype
 from .prompts import build_prompt
 
 log = logging.getLogger("fusionaudio.inference")
 
-#: The reference's sampling defaults.
-GENERATION_DEFAULTS = dict(temperature=0.1, top_p=0.95, top_k=300, max_new_tokens=1024, do_sample=True, num_beams=1)
-#: Further options passed through to transformers' GenerationConfig when given.
-EXTRA_GENERATION_OPTIONS = ("min_new_tokens", "repetition_penalty")
 DEMO_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "demo_model"
 TEXT_ONLY = (None, "", "empty")  # the reference's audio_id for text-only requests is "empty"
 
@@ -45,6 +43,23 @@ def resolve_device(device: str | torch.device | None) -> tuple[torch.device, str
     return device, None
 
 
+class PromptRepetitionPenalty:
+    """transformers' ``RepetitionPenaltyLogitsProcessor`` over the prompt's text ids and the new ids (as
+    the reference applies it); left padding is replaced by each row's first real token, so padding
+    penalises nothing."""
+
+    def __init__(self, penalty: float, prompt_ids: torch.Tensor, attention_mask: torch.Tensor):
+        from transformers import RepetitionPenaltyLogitsProcessor
+
+        self.inner = RepetitionPenaltyLogitsProcessor(penalty)
+        first = prompt_ids.gather(1, attention_mask.long().argmax(1, keepdim=True))
+        self.prompt = torch.where(attention_mask.bool(), prompt_ids, first)
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        prompt = self.prompt.to(input_ids.device)
+        return self.inner(torch.cat([prompt, input_ids], dim=1), scores)
+
+
 @dataclass
 class Request:
     question: str
@@ -58,7 +73,7 @@ class FusionAudioInference:
     arch = "gama"
 
     def __init__(self, base_model_path=None, model_path=None, device="cpu", dtype="float32",
-                 template: str = "alpaca_short"):
+                 template: str = "alpaca_short", resampler: str = "sinc", attention: str = "sdpa"):
         self.device, note = resolve_device(device)
         if note:
             log.warning(note)
@@ -70,14 +85,44 @@ class FusionAudioInference:
         self.base_model_path, self.model_path = str(base_model_path), model_path
         self.model, self.tokenizer = load_model(base_model_path, model_path, device=self.device, dtype=resolve_dtype(dtype))
         self.template = template
+        self.resampler = resampler
+        # SDPA in the Q-Former/aggregator: logits within 2e-7 of eager (scripts/bench/bench_attention.py)
+        self.model.set_attention(attention)
 
     # -- audio --------------------------------------------------------------------------
-    @staticmethod
-    def load_audio(audio_path) -> tuple[torch.Tensor | None, AudioInfo | None]:
-        """(fbank [1024, 128], info), or (None, None) for a text-only request."""
+    def load_audio(self, audio_path) -> tuple[torch.Tensor | None, AudioInfo | None]:
+        """(fbank [1024, 128], info), or (None, None) for a text-only request (``None``, ``""``, ``"empty"``)."""
         if audio_path in TEXT_ONLY:
             return None, None
-        return load_fbank(audio_path, return_info=True)
+        return load_fbank(audio_path, return_info=True, resampler=getattr(self, "resampler", "sinc"))
+
+    def load_audio_batch(self, audio_paths) -> list[torch.Tensor | None]:
+        """fbanks of ``audio_paths`` (None for text only), the fbank computed in one batched pass on the
+        model's device; the first bad file raises its :class:`AudioError`."""
+        from .audio import load_fbank_batch
+
+        paths = [p for p in audio_paths if p not in TEXT_ONLY]
+        fbanks = iter(load_fbank_batch(paths, device=self.device, resampler=getattr(self, "resampler", "sinc"))[0]
+                      if paths else [])
+        return [None if p in TEXT_ONLY else next(fbanks) for p in audio_paths]
+
+    def max_positions(self) -> int | None:
+        return getattr(self.model.llm.config, "max_position_embeddings", None)
+
+    def check_length(self, request: "Request", max_new_tokens: int) -> str | None:
+        """None if the request fits the model's positions, else the problem (prompt tokens + audio
+        tokens + ``max_new_tokens`` against ``max_position_embeddings``)."""
+        limit = self.max_positions()
+        if not limit:
+            return None
+        prompt = build_prompt(request.question, request.input, template=self.template)
+        n_text = len(self.tokenizer(prompt).input_ids)
+        n_audio = self.model.num_audio_tokens if request.fbank is not None else 0
+        if n_text + n_audio + max_new_tokens <= limit:
+            return None
+        return (f"prompt too long: {n_text} prompt tokens + {n_audio} audio tokens + max_new_tokens "
+                f"{max_new_tokens} = {n_text + n_audio + max_new_tokens} > the model's {limit} positions; "
+                "shorten the question/input or lower max_new_tokens")
 
     # -- generation -----------------------------------------------------------------------
     def generation_config(self, **overrides):
@@ -113,8 +158,25 @@ class FusionAudioInference:
     def _generate_chunk(self, chunk: list[Request], config) -> list[str]:
         prompts = [build_prompt(r.question, r.input, template=self.template) for r in chunk]
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True)
+        limit = self.max_positions()
+        if limit:
+            n_audio = self.model.num_audio_tokens if chunk[0].fbank is not None else 0
+            lengths = enc.attention_mask.sum(1).tolist()
+            for r, n in zip(chunk, lengths):
+                if n + n_audio + config.max_new_tokens > limit:
+                    raise ValueError(self.check_length(r, config.max_new_tokens) + f" (question {r.question[:60]!r})")
         audio = torch.stack([r.fbank for r in chunk]) if chunk[0].fbank is not None else None
-        new = self.model.generate(enc.input_ids, enc.attention_mask, audio, generation_config=config)
+        extra = {}
+        if config.repetition_penalty not in (None, 1.0):
+            # The reference's generate sees the prompt's ids, so its penalty covers the prompt's tokens too;
+            # ours is fed embeddings, so the prompt ids are handed to the penalty here.
+            from transformers import LogitsProcessorList
+
+            extra["logits_processor"] = LogitsProcessorList(
+                [PromptRepetitionPenalty(config.repetition_penalty, enc.input_ids, enc.attention_mask)])
+            config = copy.deepcopy(config)
+            config.repetition_penalty = None
+        new = self.model.generate(enc.input_ids, enc.attention_mask, audio, generation_config=config, **extra)
         return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
     def predict(self, audio_path, question: str, temperature=0.1, top_p=0.95, top_k=300,
@@ -125,18 +187,33 @@ class FusionAudioInference:
                                   seed=seed)[0]
 
     def predict_batch(self, audio_paths, questions, batch_size: int = 8, seed=None, **gen) -> list[str]:
-        """Answer ``questions`` (one string for all, or one per path) about ``audio_paths``."""
+        """Answer ``questions`` (one string for all, or one per path) about ``audio_paths``.
+
+        Streams: the clips are decoded ``batch_size`` at a time (a folder of 10,000 clips is never in
+        memory at once), each batch's fbank in one pass on the model's device. The first bad file
+        raises its :class:`AudioError`; ``seed`` seeds the first batch (as :meth:`generate`)."""
         audio_paths = list(audio_paths)
         if isinstance(questions, str):
             questions = [questions] * len(audio_paths)
         if len(questions) != len(audio_paths):
             raise ValueError(f"{len(questions)} questions for {len(audio_paths)} audio paths")
-        requests = [Request(q, self.load_audio(p)[0]) for p, q in zip(audio_paths, questions)]
-        return self.generate(requests, batch_size=batch_size, seed=seed, **gen)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if seed is not None:
+            torch.manual_seed(seed)
+        answers: list[str] = []
+        for start in range(0, len(audio_paths), batch_size):
+            paths = audio_paths[start:start + batch_size]
+            fbanks = self.load_audio_batch(paths)
+            requests = [Request(q, fb) for q, fb in zip(questions[start:start + batch_size], fbanks)]
+            answers += self.generate(requests, batch_size=batch_size, **gen)
+        return answers
 
 
-def create_inference(arch: str = "auto", base_model_path=None, model_path=None, device="cpu", dtype="float32"):
-    """An inference object for either model family (``gama`` or ``audsemthinker``)."""
+def create_inference(arch: str = "auto", base_model_path=None, model_path=None, device="cpu", dtype="float32",
+                     resampler: str = "sinc", attention: str = "sdpa"):
+    """An inference object for either model family (``gama`` or ``audsemthinker``); ``resampler``:
+    see :func:`fusionaudio.audio.resample` (``sinc``, the reference's, by default for both)."""
     if arch == "auto":
         arch = "gama"
         if base_model_path is not None:
@@ -144,11 +221,12 @@ def create_inference(arch: str = "auto", base_model_path=None, model_path=None, 
 
             arch = detect_arch(base_model_path)
     if arch == "gama":
-        return FusionAudioInference(base_model_path, model_path, device=device, dtype=dtype)
+        return FusionAudioInference(base_model_path, model_path, device=device, dtype=dtype, resampler=resampler,
+                                    attention=attention)
     if arch == "audsemthinker":
         if base_model_path is None:
             raise ValueError("--arch audsemthinker needs --base_model (a local Qwen2.5-Omni directory)")
         from .audsem import AudSemThinkerInference
 
-        return AudSemThinkerInference(base_model_path, model_path, device=device, dtype=dtype)
+        return AudSemThinkerInference(base_model_path, model_path, device=device, dtype=dtype, resampler=resampler)
     raise ValueError(f"unknown arch {arch!r}: use auto, gama or audsemthinker")

@@ -62,6 +62,18 @@ class GamaForCausalLM(nn.Module):
         self.config.lora = settings
         self.lora_enabled = True
 
+    def set_attention(self, implementation: str) -> None:
+        """Attention kernel of the Q-Former and aggregator layers: ``"eager"`` (bit-identical to the
+        reference's BERT code; the default when built) or ``"sdpa"`` (torch's fused kernel, ~1e-6 away).
+        The CAV-MAE blocks always use ``scaled_dot_product_attention``; the Llama keeps its own setting."""
+        if implementation not in ("eager", "sdpa"):
+            raise ValueError(f"attention must be 'eager' or 'sdpa', got {implementation!r}")
+        for module in (self.qformer, self.audio_aggregator_layer_1, self.audio_aggregator_layer_2):
+            for sub in module.modules():
+                config = getattr(sub, "config", None)
+                if config is not None and hasattr(config, "_attn_implementation"):
+                    config._attn_implementation = implementation
+
     # -- properties ----------------------------------------------------------------
     @property
     def device(self) -> torch.device:
