@@ -360,3 +360,10 @@ def test_loud_but_representable_samples_still_work():
 def test_fbank_batch_refuses_non_finite_features():
     with pytest.raises(AudioError, match=r"clip\(s\) \[1\]: features are not finite"):
         audio.fbank_batch([torch.zeros(16000), torch.full((16000,), 1e19) * torch.randn(16000).sign()])
+
+
+def test_prepare_waveform_then_fbank_batch_equals_load_fbank(tmp_path):
+    path = _write(tmp_path / "t.wav", _tone(1.5, 22050), 22050)
+    mono, info = audio.prepare_waveform(path)
+    assert mono.dim() == 1 and info.sample_rate == 22050 and info.path == str(path)
+    assert torch.equal(audio.fbank_batch([mono])[0], audio.load_fbank(path))

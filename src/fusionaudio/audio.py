@@ -342,6 +342,14 @@ def load_fbank(
                               True, return_info, path=str(path))
 
 
+def prepare_waveform(path: PathLike, *, resampler: str = "sinc", channel_mode: str = "reference"):
+    """Decode ``path`` and run the front end up to the fbank: ``(mono, AudioInfo)`` where ``mono``
+    is the 16 kHz, channel-reduced, mean-removed 1-D signal that :func:`fbank_batch` takes (checked:
+    its features are finite). Raises :class:`AudioError` naming the file."""
+    waveform, sample_rate = read_audio(path)
+    return _prepare(waveform, sample_rate, resampler, channel_mode, str(path))
+
+
 # --------------------------------------------------------------------------- batched
 
 

@@ -53,8 +53,7 @@ def prepare_gama(path, resampler: str = "sinc") -> Prepared:
     from .. import audio as A
     from ..cli import audio_info_dict
 
-    wave, sr = A.read_audio(path)
-    mono, info = A._prepare(wave, sr, resampler, "reference", str(path))
+    mono, info = A.prepare_waveform(path, resampler=resampler)
     return Prepared(mono[:FBANK_SAMPLES].contiguous(), audio_info_dict(info))
 
 
