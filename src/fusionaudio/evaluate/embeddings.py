@@ -78,8 +78,8 @@ class BertMeanBackend(EmbeddingBackend):
 
         path = _require_dir(model_path)
         self.torch = torch
-        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-        self.model = AutoModel.from_pretrained(str(path), local_files_only=True).to(device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
+        self.model = AutoModel.from_pretrained(str(path), local_files_only=True, trust_remote_code=False).to(device).eval()
         self.device, self.batch_size, self.max_length = device, batch_size, max_length
         self.backend_id = f"bert-mean:{path.resolve()}"
         self._strip = str.maketrans("", "", string.punctuation)

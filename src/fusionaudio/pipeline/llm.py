@@ -60,11 +60,11 @@ class LocalCausalLM:
 
         path = model_dir(cfg["model"], "llm", context)
         self.cfg = cfg
-        self.tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        self.tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
         self.tok.padding_side = "left"
         if self.tok.pad_token is None:
             self.tok.pad_token = self.tok.eos_token or self.tok.unk_token
-        self.model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True,
+        self.model = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, trust_remote_code=False,
                                                           dtype=torch_dtype(cfg["dtype"])).to(cfg["device"]).eval()
         self.name = f"local:{path}"
 

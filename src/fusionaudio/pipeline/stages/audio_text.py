@@ -34,7 +34,7 @@ class Qwen2AudioBackend:
         from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
 
         path = model_dir(cfg["model"], "qwen2_audio", context)
-        self.processor = AutoProcessor.from_pretrained(str(path), local_files_only=True)
+        self.processor = AutoProcessor.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
         self.processor.tokenizer.padding_side = "left"
         self.model = Qwen2AudioForConditionalGeneration.from_pretrained(
             str(path), local_files_only=True, dtype=torch_dtype(cfg["dtype"])).to(cfg["device"]).eval()

@@ -24,9 +24,10 @@ class TaggingStage(Stage):
         if self.cfg["activation"] not in ("sigmoid", "softmax"):
             raise ValueError(f"stages.tagging.activation must be sigmoid or softmax, not {self.cfg['activation']!r}")
         path = model_dir(self.cfg["model"], "ast", self.context)
-        self.extractor = AutoFeatureExtractor.from_pretrained(str(path), local_files_only=True)
+        self.extractor = AutoFeatureExtractor.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
         self.model = AutoModelForAudioClassification.from_pretrained(
-            str(path), local_files_only=True, dtype=torch_dtype(self.cfg["dtype"])).to(self.cfg["device"]).eval()
+            str(path), local_files_only=True, trust_remote_code=False,
+            dtype=torch_dtype(self.cfg["dtype"])).to(self.cfg["device"]).eval()
 
     def unload(self) -> None:
         self.model = self.extractor = None

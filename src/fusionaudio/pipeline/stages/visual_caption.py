@@ -26,10 +26,11 @@ class VisualCaptionStage(Stage):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         path = model_dir(self.cfg["model"], "vlm", self.context)
-        self.processor = AutoProcessor.from_pretrained(str(path), local_files_only=True)
+        self.processor = AutoProcessor.from_pretrained(str(path), local_files_only=True, trust_remote_code=False)
         self.processor.tokenizer.padding_side = "left"
         self.model = AutoModelForImageTextToText.from_pretrained(
-            str(path), local_files_only=True, dtype=torch_dtype(self.cfg["dtype"])).to(self.cfg["device"]).eval()
+            str(path), local_files_only=True, trust_remote_code=False,
+            dtype=torch_dtype(self.cfg["dtype"])).to(self.cfg["device"]).eval()
 
     def unload(self) -> None:
         self.model = self.processor = None
