@@ -118,6 +118,8 @@ def bench_gama(args) -> None:
     suffix = "_7b" if args.size == "7b" else ""
     base_m = json.loads((MANIFESTS / f"manifest_base{suffix}.json").read_text())
     peft_m = json.loads((MANIFESTS / f"manifest_peft{suffix}.json").read_text())
+    if args.workdir:
+        Path(args.workdir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bench_load_", dir=args.workdir))
     try:
         t = time.perf_counter()
