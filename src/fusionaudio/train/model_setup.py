@@ -12,6 +12,7 @@ import torch
 from ..model.config import LoraSettings
 from ..model.keymap import local_to_reference
 from ..model.loading import finetuned_config, load_base, load_finetuned, load_tokenizer, read_config
+from ..tokenizer import check_vocab_size
 
 log = logging.getLogger("fusionaudio.train")
 
@@ -155,7 +156,9 @@ def build_model(base_dir, lora: LoraSettings | None, device, dtype=torch.float32
         model.to(device)
     if start_checkpoint is not None and not start_without_lora:
         load_finetuned(model, start_checkpoint)
-    return model, tokenizer if tokenizer is not None else tokenizer_of(base_dir)
+    tokenizer = tokenizer if tokenizer is not None else tokenizer_of(base_dir)
+    check_vocab_size(tokenizer, model.llm.get_input_embeddings().weight.shape[0], base_dir)
+    return model, tokenizer
 
 
 class TrainingForward(torch.nn.Module):
