@@ -5,7 +5,7 @@
 # Usage: MMAU_JSON=data/mmau/mmau-test-mini.json WORK=results/mmau BASE_MODEL=/models/audsemthinker \
 #        bash scripts/eval/eval_mmau.sh
 # SECTIONS=two for the GRPO model (<think>/<answer>); SECTIONS=three (default) for think/semantic/answer.
-# Needs `python -m fusionaudio.infer --arch audsemthinker --num_beams N` (beam search); with NUM_BEAMS=1 it
+# Beam search runs through `python -m fusionaudio.infer --arch audsemthinker --num_beams N`; NUM_BEAMS=1
 # runs greedy. Extra arguments go to fusionaudio.infer.
 set -euo pipefail
 
