@@ -79,3 +79,22 @@ def test_malformed_configs_and_files_name_the_file_and_problem(tiny_base_dir, tm
     truncated.write_bytes(b"PK\x03\x04garbage")
     with pytest.raises(CheckpointError, match=r"cut\.pth: cannot read checkpoint: \w+"):
         load_model(tiny_base_dir, truncated)
+
+
+def test_the_value_check_opt_out_reaches_the_command_lines(tiny_base_dir, tmp_path):
+    from fusionaudio.cli import quick_inference_parser
+    from fusionaudio.infer.cli import build_parser
+    from fusionaudio.inference import create_inference
+
+    model = _with_lora(tiny_base_dir)
+    lora = {k: v for k, v in reference_finetuned_state(model).items() if ".lora_" in k}
+    name = sorted(lora)[0]
+    lora[name] = lora[name].clone().fill_(float("nan"))
+    torch.save(lora, tmp_path / "nan.pth")
+    with pytest.raises(CheckpointError, match="NaN/inf"):
+        create_inference("gama", tiny_base_dir, tmp_path / "nan.pth")
+    engine = create_inference("gama", tiny_base_dir, tmp_path / "nan.pth", check_values=False)
+    lora_values = [p for n, p in engine.model.named_parameters() if ".lora_" in n]
+    assert any(torch.isnan(p).any() for p in lora_values)  # loaded as it is, unchecked
+    assert quick_inference_parser().parse_args(["--no_check_values"]).no_check_values
+    assert build_parser().parse_args(["--json_input", "a", "--json_output", "b", "--no_check_values"]).no_check_values

@@ -94,6 +94,9 @@ def quick_inference_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cuda:0", help="cuda:N or cpu (falls back to cpu without CUDA)")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: float32 on CPU, bfloat16 on GPU)")
     p.add_argument("--arch", default="auto", choices=["auto", "gama", "audsemthinker"])
+    p.add_argument("--no_check_values", action="store_true",
+                   help="skip the check that every loaded weight is finite and floating point (GAMA; for users who "
+                        "know their checkpoint holds such values on purpose)")
     p.add_argument("--resampler", default="sinc", choices=["sinc", "soxr", "librosa"],
                    help="sinc: the reference's / torchaudio's Resample (default); librosa: AudSemThinker's "
                         "upstream evaluation scripts")
@@ -146,7 +149,7 @@ def run_quick_inference(args) -> list[dict]:
     dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     resampler = getattr(args, "resampler", "sinc")
     engine = create_inference(args.arch, args.base_model, args.model_path, device=device, dtype=dtype,
-                              resampler=resampler)
+                              resampler=resampler, check_values=not getattr(args, "no_check_values", False))
     if getattr(engine, "model_label", None):
         print(f"Model: {engine.model_label}", file=sys.stderr)
     gen = dict(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k, max_new_tokens=args.max_tokens,

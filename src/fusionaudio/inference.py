@@ -73,7 +73,8 @@ class FusionAudioInference:
     arch = "gama"
 
     def __init__(self, base_model_path=None, model_path=None, device="cpu", dtype="float32",
-                 template: str = "alpaca_short", resampler: str = "sinc", attention: str = "sdpa"):
+                 template: str = "alpaca_short", resampler: str = "sinc", attention: str = "sdpa",
+                 check_values: bool = True):
         self.device, note = resolve_device(device)
         if note:
             log.warning(note)
@@ -83,7 +84,8 @@ class FusionAudioInference:
             if model_path is not None:
                 raise ValueError("--model_path needs --base_model (the directory it was fine-tuned from)")
         self.base_model_path, self.model_path = str(base_model_path), model_path
-        self.model, self.tokenizer = load_model(base_model_path, model_path, device=self.device, dtype=resolve_dtype(dtype))
+        self.model, self.tokenizer = load_model(base_model_path, model_path, device=self.device,
+                                                dtype=resolve_dtype(dtype), check_values=check_values)
         self.template = template
         self.resampler = resampler
         # SDPA in the Q-Former/aggregator: logits within 2e-7 of eager (scripts/bench/bench_attention.py)
@@ -211,9 +213,10 @@ class FusionAudioInference:
 
 
 def create_inference(arch: str = "auto", base_model_path=None, model_path=None, device="cpu", dtype="float32",
-                     resampler: str = "sinc", attention: str = "sdpa"):
+                     resampler: str = "sinc", attention: str = "sdpa", check_values: bool = True):
     """An inference object for either model family (``gama`` or ``audsemthinker``); ``resampler``:
-    see :func:`fusionaudio.audio.resample` (``sinc``, the reference's, by default for both)."""
+    see :func:`fusionaudio.audio.resample` (``sinc``, the reference's, by default for both);
+    ``check_values=False`` skips the NaN/inf/dtype check of the GAMA weights on load."""
     if arch == "auto":
         arch = "gama"
         if base_model_path is not None:
@@ -222,7 +225,7 @@ def create_inference(arch: str = "auto", base_model_path=None, model_path=None, 
             arch = detect_arch(base_model_path)
     if arch == "gama":
         return FusionAudioInference(base_model_path, model_path, device=device, dtype=dtype, resampler=resampler,
-                                    attention=attention)
+                                    attention=attention, check_values=check_values)
     if arch == "audsemthinker":
         if base_model_path is None:
             raise ValueError("--arch audsemthinker needs --base_model (a local Qwen2.5-Omni directory)")

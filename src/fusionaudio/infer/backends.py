@@ -126,7 +126,8 @@ def load_backend(args, device):
     from ..inference import create_inference
 
     engine = create_inference(args.arch, args.base_model, args.model_path, device=device, dtype=args.dtype,
-                              resampler=args.resampler, attention=args.attention)
+                              resampler=args.resampler, attention=args.attention,
+                              check_values=not getattr(args, "no_check_values", False))
     if getattr(engine, "model_label", None):
         log.warning("no --base_model: using the %s", engine.model_label)
     if engine.arch == "audsemthinker":

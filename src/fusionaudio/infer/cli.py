@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N; with workers/torchrun auto and cuda give one GPU each (default auto)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="default: bfloat16 on GPU, float32 on CPU")
+    p.add_argument("--no_check_values", action="store_true",
+                   help="skip the load-time check that every weight is finite and floating point (GAMA)")
     p.add_argument("--attention", default="sdpa", choices=["sdpa", "eager"],
                    help="GAMA Q-Former/aggregator attention kernel: sdpa (default; logits within 2e-7 of eager) or "
                         "eager (bit-identical to the reference's BERT code)")
