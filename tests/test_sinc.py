@@ -92,3 +92,18 @@ def test_rates_outside_the_range_are_refused_naming_the_file(tmp_path, rate):
 def test_the_range_limits_are_accepted(rate):
     fb = audio.waveform_to_fbank(0.1 * torch.randn(rate // 2), rate)
     assert fb.shape == (1024, 128) and torch.isfinite(fb).all()
+
+
+def test_kernel_cache_accounting_holds_under_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = sinc._KernelCache(max_bytes=200_000)
+    pairs = [(o, n) for o in (441, 147, 160, 3, 12) for n in (160, 320, 1, 2)]
+
+    def use(i):
+        o, n = pairs[i % len(pairs)]
+        return cache.get(("band", o, n), lambda: sinc._banded_kernel(o, n))[0].shape
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(use, range(400)))
+    assert cache.bytes == sum(cache._size(v) for v in cache._items.values()) <= 200_000

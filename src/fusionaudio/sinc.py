@@ -15,6 +15,7 @@ proportional to ``new * width``, not ``new * orig``. Kernels are cached in a cac
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -31,33 +32,38 @@ _BAND_CHUNK_ELEMENTS = 1 << 22  # gathered taps per chunk of the banded path
 
 
 class _KernelCache:
-    """Least-recently-used cache of resampling kernels, bounded in bytes (not in entries)."""
+    """Least-recently-used cache of resampling kernels, bounded in bytes (not in entries); safe to
+    share between threads (the server prepares requests' audio concurrently)."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
         self.bytes = 0
         self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
 
     @staticmethod
     def _size(value) -> int:
         return sum(v.numel() * v.element_size() for v in value if isinstance(v, torch.Tensor))
 
     def get(self, key, build):
-        if key in self._items:
-            self._items.move_to_end(key)
-            return self._items[key]
-        value = build()
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = build()  # outside the lock: two threads may build the same kernel once each
         size = self._size(value)
-        if size <= self.max_bytes:
-            self._items[key] = value
-            self.bytes += size
-            while self.bytes > self.max_bytes:
-                self.bytes -= self._size(self._items.popitem(last=False)[1])
+        with self._lock:
+            if size <= self.max_bytes and key not in self._items:
+                self._items[key] = value
+                self.bytes += size
+                while self.bytes > self.max_bytes:
+                    self.bytes -= self._size(self._items.popitem(last=False)[1])
         return value
 
     def clear(self) -> None:
-        self._items.clear()
-        self.bytes = 0
+        with self._lock:
+            self._items.clear()
+            self.bytes = 0
 
 
 _KERNELS = _KernelCache(_KERNEL_CACHE_BYTES)
