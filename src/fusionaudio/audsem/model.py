@@ -12,7 +12,6 @@ resampled to the feature extractor's rate (16 kHz).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Sequence
@@ -139,6 +138,12 @@ def load_audio(path, sampling_rate: int, min_seconds: float = 1.0, max_seconds: 
     Raises :class:`fusionaudio.audio.AudioError` naming the file for missing, undecodable or empty audio.
     """
     wave, sr = read_audio(path)
+    return waveform_to_mono(wave, sr, sampling_rate, min_seconds, max_seconds, resampler, path)
+
+
+def waveform_to_mono(wave, sr: int, sampling_rate: int, min_seconds: float = 1.0,
+                     max_seconds: float | None = 30.0, resampler: str = "sinc", path=None) -> np.ndarray:
+    """:func:`load_audio` for an already decoded ``[channels, samples]`` waveform."""
     if wave.numel() == 0 or wave.shape[-1] == 0:
         raise AudioError("no audio samples", path)
     if not torch.isfinite(wave).all():

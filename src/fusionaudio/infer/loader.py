@@ -60,11 +60,11 @@ def prepare_gama(path, resampler: str = "sinc") -> Prepared:
 def prepare_audsem(path, resampler: str = "sinc", sampling_rate: int = 16000) -> Prepared:
     """Decode + check + resample one file for AudSemThinker (what its processor is fed)."""
     from ..audio import read_audio
-    from ..audsem.model import load_audio
+    from ..audsem.model import waveform_to_mono
 
-    wave, sr = read_audio(path)
+    wave, sr = read_audio(path)  # decoded once: its info and the processor's input
     duration, channels = wave.shape[-1] / sr, int(wave.shape[0])
-    mono = load_audio(path, sampling_rate, resampler=resampler)
+    mono = waveform_to_mono(wave, sr, sampling_rate, resampler=resampler, path=path)
     info = {"path": str(path), "duration_s": duration, "channels": channels, "sample_rate": sr,
             "truncated": duration > AUDSEM_MAX_SECONDS,
             "summary": f"{duration:.2f} s, {channels} ch, {sr} Hz" + (
