@@ -217,16 +217,19 @@ def bad_values(state: dict[str, torch.Tensor], names=None) -> tuple[list[str], l
     return nonfinite, wrong_type
 
 
+def raise_problems(source, groups, suffix: str = "") -> None:
+    """One :class:`CheckpointError` for ``source`` listing every non-empty ``(what, names)`` group,
+    e.g. ``"3 missing key(s): a, b, c"``; nothing when all groups are empty."""
+    problems = [f"{len(names)} {what}: {listing(names)}" for what, names in groups if names]
+    if problems:
+        raise CheckpointError(f"{source}: " + "; ".join(problems) + suffix)
+
+
 def raise_on_bad_values(source, state: dict[str, torch.Tensor], names=None) -> None:
     """Error naming the tensors with NaN/inf values or a non-float dtype (``check_values=False`` skips)."""
     nonfinite, wrong_type = bad_values(state, names)
-    problems = []
-    if nonfinite:
-        problems.append(f"{len(nonfinite)} tensor(s) with NaN/inf values: {listing(nonfinite)}")
-    if wrong_type:
-        problems.append(f"{len(wrong_type)} tensor(s) of the wrong type: {listing(wrong_type)}")
-    if problems:
-        raise CheckpointError(f"{source}: " + "; ".join(problems) + " (check_values=False loads it anyway)")
+    raise_problems(source, [("tensor(s) with NaN/inf values", nonfinite), ("tensor(s) of the wrong type", wrong_type)],
+                   " (check_values=False loads it anyway)")
 
 
 # -- LoRA ---------------------------------------------------------------------------------

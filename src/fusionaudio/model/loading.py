@@ -27,19 +27,14 @@ from .checkpoints import (  # noqa: F401 - re-exported: the loading API
     listing,
     load_state_file,
     raise_on_bad_values,
+    raise_problems,
     read_adapter_config,
     read_config,
     state_keys,
 )
 from .config import GamaConfig
 from .gama import GamaForCausalLM
-from .keymap import (
-    REFERENCE_TRAINED_SUBSTRINGS,
-    UnmappedKeyError,
-    known_unused_group,
-    local_to_reference,
-    reference_to_local,
-)
+from .keymap import UnmappedKeyError, known_unused_group, reference_to_local
 
 log = logging.getLogger("fusionaudio.load")
 
@@ -95,15 +90,8 @@ def map_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], u
 
 
 def _raise_if_bad(source, missing=(), unexpected=(), wrong_shape=()):
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s): {listing(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected key(s): {listing(unexpected)}")
-    if wrong_shape:
-        problems.append(f"{len(wrong_shape)} shape mismatch(es): {listing(wrong_shape)}")
-    if problems:
-        raise CheckpointError(f"{source}: " + "; ".join(problems))
+    raise_problems(source, [("missing key(s)", missing), ("unexpected key(s)", unexpected),
+                            ("shape mismatch(es)", wrong_shape)])
 
 
 def _log_unused(source, unused: Counter):
