@@ -1,14 +1,12 @@
 """Tests for the audio front end (fusionaudio.audio).
 
-The reference fixtures (audio + the reference front end's fbank for it) come from the shared
-reference folder; a copy lives in tests/data/reference so the tests never skip. Order of lookup:
-$FUSIONAUDIO_REFERENCE_DIR, then tests/data/reference, then <repo>/../shared/reference.
+The reference fixtures (audio + the reference front end's fbank for it) live in tests/data/reference
+(or $FUSIONAUDIO_REFERENCE_DIR): conftest.reference_dir().
 """
 
 import hashlib
 import json
 import logging
-import os
 import pickle
 from pathlib import Path
 
@@ -20,26 +18,20 @@ import torch
 from fusionaudio import audio
 from fusionaudio.audio import AudioError
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from conftest import reference_dir
+
 PAD_VALUE = (0.0 + 5.081) / 4.4849
 
 
-def _reference_dir() -> Path | None:
-    candidates = [REPO_ROOT / "tests" / "data" / "reference", REPO_ROOT.parent / "shared" / "reference"]
-    if os.environ.get("FUSIONAUDIO_REFERENCE_DIR"):
-        candidates.insert(0, Path(os.environ["FUSIONAUDIO_REFERENCE_DIR"]))
-    return next((c for c in candidates if (c / "fbank_wave_16k.npy").is_file()), None)
-
-
-REF = _reference_dir()
+REF = reference_dir()
 needs_reference = pytest.mark.skipif(
-    REF is None,
+    not (REF / "fbank_wave_16k.npy").is_file(),
     reason="reference fixtures not found (set FUSIONAUDIO_REFERENCE_DIR or restore tests/data/reference)",
 )
 
 
 def _resampled_cases():
-    if REF is None:
+    if not (REF / "resampled_cases.json").is_file():
         return []
     return json.loads((REF / "resampled_cases.json").read_text())["cases"]
 

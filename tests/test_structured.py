@@ -233,7 +233,7 @@ def test_instruction_templates():
 
 
 def test_two_section_variant_of_the_grpo_model():
-    from fusionaudio.structured import compliance_rate, parse_structured, strict_format
+    from fusionaudio.structured import compliance_rate, parse_structured
 
     two = "<think>a dog outside</think>\n<answer>a dog barks</answer>"
     p = parse_structured(two, variant="two")

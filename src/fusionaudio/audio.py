@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from fusionaudio.kaldi import (  # noqa: F401 - the constants are part of this module's interface
     FFT_SIZE, FRAME_LENGTH, FRAME_SHIFT, MEL_LOW_HZ, NUM_MEL_BINS, PREEMPHASIS, TARGET_SAMPLE_RATE,
-    _fbank_constants, _frames, _log_mel, _mel_banks,
+    _frames, _log_mel,
 )
 from fusionaudio.sinc import resample_sinc
 

@@ -90,7 +90,6 @@ def export_merged(base_model_path, model_path, output_dir, dtype=None, max_shard
     import json
     import shutil
 
-    import torch
     from safetensors.torch import save_file
 
     from fusionaudio.audsem.model import load_thinker

@@ -29,7 +29,7 @@ from collections import Counter, defaultdict
 from .judge import OpenAICompatClient, client_from_args
 from .judge_prompts import JudgePrompt, load_prompt
 from .qa_common import breakdown, finish, mean, meta, question_groups
-from .qa_judged import evaluate_chat, evaluate_graded, parse_chat, parse_graded
+from .qa_judged import evaluate_chat, evaluate_graded, parse_chat, parse_graded  # noqa: F401 - parse_* re-exported
 from .records import (
     DEFAULT_PRED_KEY,
     DEFAULT_REF_KEY,
@@ -41,7 +41,6 @@ from .records import (
     normalize_text,
     run_cli,
 )
-from .report import default_output, make_result, write_report
 
 LETTERS = "ABCDEFGH"
 
