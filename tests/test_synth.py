@@ -132,6 +132,46 @@ def test_parse_caption_synonyms():
     assert (n["type"], n["variant"], n["pitch"]) == ("noise", "muffled", None)
 
 
+def test_captions_name_each_value_with_one_word():
+    """Every attribute value has exactly one wording in captions: a synonym set (quiet/soft/
+    faint against loud) would split a value's probability over several tokens and bias a
+    greedily decoded model towards the value with fewer synonyms."""
+    rng = np.random.default_rng(5)
+    words: dict[tuple[str, str], set[str]] = {}
+    for _ in range(300):
+        scene = synth.sample_scene(rng)
+        for ev in scene["events"]:
+            phrase = synth.event_phrase(ev)
+            rest = phrase.replace(",", "").split()
+            for attr in ("loudness", "length", "pitch", "variant"):
+                if ev[attr] is not None:
+                    hits = {w for w in rest if w.startswith(ev[attr][:3])}
+                    words.setdefault((attr, ev[attr]), set()).update(hits)
+        assert not {"soft", "faint", "brief", "medium-pitched", "beep", "sweep", "hiss", "rumble",
+                    "upward", "downward", "low-passed"} & set(synth.make_caption(scene, rng).lower()
+                                                               .replace(",", "").replace(".", "").split())
+    assert words[("loudness", "quiet")] == {"quiet"} and words[("loudness", "loud")] == {"loud"}
+    assert words[("length", "short")] == {"short"} and words[("length", "long")] == {"long"}
+    assert {v: words[("pitch", v)] for v in ("low", "mid", "high")} == {
+        "low": {"low-pitched"}, "mid": {"mid-pitched"}, "high": {"high-pitched"}}
+    assert words[("variant", "rising")] == {"rising"} and words[("variant", "muffled")] == {"muffled"}
+
+
+def test_qa_asks_pitch_of_a_tonal_event_by_position():
+    rng = np.random.default_rng(0)
+    asked = set()
+    for _ in range(200):
+        scene = synth.sample_scene(rng)
+        for q, a in synth.make_qa(scene, rng, n_qa=20):
+            if q.startswith("Is the ") and q.endswith("sound high, medium or low in pitch?"):
+                k = 0 if q == "Is the sound high, medium or low in pitch?" else \
+                    ["first", "second", "third", "fourth"].index(q.split()[2])
+                ev = scene["events"][k]
+                assert a == {"low": "Low.", "mid": "Medium.", "high": "High."}[ev["pitch"]]
+                asked.add(a)
+    assert asked == {"Low.", "Medium.", "High."}
+
+
 def _rms(y, t0, t1, sr=16000):
     seg = y[int(t0 * sr):int(t1 * sr)]
     return float(np.sqrt(np.mean(seg ** 2)))

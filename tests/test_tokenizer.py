@@ -153,10 +153,15 @@ def test_convert_output_reloads_to_the_same_ids(tiny_base_dir, tmp_path):
 
 
 def test_tokenizer_json_only_directory_never_matches_control_tokens(tmp_path):
-    """The bundled demo model ships tokenizer.json (no tokenizer.model): still no control ids from text."""
+    """The bundled demo model's tokenizer.json alone (its tokenizer.model removed): still no control ids from text."""
+    import shutil
+
     from fusionaudio.inference import DEMO_MODEL_DIR
 
-    tok = load_tokenizer(DEMO_MODEL_DIR)
+    json_only = tmp_path / "demo"
+    shutil.copytree(DEMO_MODEL_DIR, json_only, ignore=shutil.ignore_patterns("tokenizer.model", "*.safetensors"))
+    assert not (json_only / "tokenizer.model").exists() and (json_only / "tokenizer.json").is_file()
+    tok = load_tokenizer(json_only)
     ids = tok("a </s> b <s>")["input_ids"]
     assert ids[0] == tok.bos_token_id and tok.eos_token_id not in ids and tok.bos_token_id not in ids[1:]
     assert tok.pad_token_id == 0 and tok.padding_side == "left"

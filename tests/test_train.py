@@ -61,6 +61,7 @@ def test_trainable_modes_select_reference_groups(tiny_base_dir):
         "qformer": {"lora"} | agg,
         "qformer_all": {"lora", "audio_encoder", "qformer", "query_tokens", "qformer_proj_norm"} | agg,
         "full": {"lora", "llm", "audio_encoder", "qformer", "query_tokens", "qformer_proj_norm"} | agg,
+        "full_frozen_encoder": {"lora", "llm", "qformer", "query_tokens", "qformer_proj_norm"} | agg,
     }
     for mode, groups in expected.items():
         assert _groups(trainable_names(model, mode)) == groups, mode

@@ -3,6 +3,7 @@
 
     python scripts/train/demo_helper.py make_base --data_dir DATA --out_dir BASE [--seed 0]
     python scripts/train/demo_helper.py evaluate --base_model BASE [--model_path CKPT] --data_dir DATA
+    python scripts/train/demo_helper.py probe --base_model BASE [--model_path CKPT] --data_dir DATA
 
 ``make_base`` writes a small random reference-format base directory (the ``DEMO_CONFIG``
 sizes below) whose SentencePiece tokenizer is trained offline on the synthetic set's
@@ -32,17 +33,29 @@ DEMO_CONFIG = dict(
 )
 
 
-def make_base(data_dir: str, out_dir: str, seed: int = 0) -> str:
-    """Random demo base directory with a tokenizer trained on ``data_dir/train.json`` texts."""
+def make_base(data_dir: str, out_dir: str, seed: int = 0, encoder_steps: int = 0, report: str | None = None) -> str:
+    """Demo base directory with a tokenizer trained on ``data_dir/train.json`` texts; its audio
+    encoder is pre-trained for ``encoder_steps`` steps on the clips' column labels
+    (``fusionaudio.synth_pretrain``; 0 = random like the rest). ``report``: a JSON file for
+    the pre-training's held-out column accuracies."""
     from fusionaudio.model.config import GamaConfig
     from fusionaudio.prompts import build_prompt
+    from fusionaudio.synth_pretrain import pretrain_encoder
     from fusionaudio.tiny import make_reference_base_dir
 
     records = json.loads((Path(data_dir) / "train.json").read_text())
     texts = [build_prompt(r["instruction"], r.get("input") or None) + r["output"] for r in records]
     config = GamaConfig.from_name("tiny", **DEMO_CONFIG)
     config.name = "demo-synth"
-    make_reference_base_dir(out_dir, config, seed=seed, weights="safetensors", num_shards=1, tokenizer_texts=texts)
+
+    def init(model):
+        result = pretrain_encoder(model.audio_encoder, data_dir, steps=encoder_steps, seed=seed)
+        print(json.dumps({"encoder_pretraining": result}))
+        if report:
+            Path(report).write_text(json.dumps(result, indent=2) + "\n")
+
+    make_reference_base_dir(out_dir, config, seed=seed, weights="safetensors", num_shards=1, tokenizer_texts=texts,
+                            init=init if encoder_steps else None)
     return out_dir
 
 
@@ -101,25 +114,92 @@ def evaluate(base_model: str, data_dir: str, model_path: str | None = None, spli
     return metrics
 
 
-def model_card(out_dir: str, work: str) -> str:
+def _prod(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def probe(base_model: str, data_dir: str, model_path: str | None = None, clips: int = 60, train_clips: int = 40) -> dict:
+    """Linear probes: how well each stage of the audio path states the column labels of
+    ``fusionaudio.synth_pretrain`` (kind, pitch, loudness) for held-out clips. Logistic
+    regression fitted on ``train_clips`` test-split clips, scored on the rest. Stages: ``pool``
+    (encoder, mean over mel rows), ``aggregator`` and ``audio_tokens`` (the 64 aggregator tokens
+    the Llama reads)."""
+    import numpy as np
+    import torch
+    from sklearn.linear_model import LogisticRegression
+
+    from fusionaudio.model.loading import load_model
+    from fusionaudio.synth_pretrain import IGNORE, load_split
+
+    model, _ = load_model(base_model, model_path)
+    model.eval()
+    fb, lab = load_split(data_dir, "test", clips)
+    with torch.no_grad():
+        enc = model.audio_encoder
+        final, tap_j, tap_k = enc(fb)
+        pooled = enc.pool(final)
+        agg = model.audio_aggregator_layer_1(pooled, memory=enc.pool(tap_j))
+        agg = model.audio_aggregator_layer_2(agg, memory=enc.pool(tap_k))
+        tokens = model.encode_audio(fb)[:, model.config.qformer.num_query_tokens:]
+    cols = tokens.shape[1]
+    out = {}
+    for stage, feats in (("pool", pooled), ("aggregator", agg), ("audio_tokens", tokens)):
+        x = feats.reshape(-1, feats.shape[-1]).numpy()
+        first = np.arange(len(x)) < train_clips * cols
+        out[stage] = {}
+        for name in ("kind", "pitch", "loudness"):
+            y = lab[name].reshape(-1).numpy()
+            fit, score = first & (y != IGNORE), ~first & (y != IGNORE)
+            clf = LogisticRegression(max_iter=2000).fit(x[fit], y[fit])
+            out[stage][name] = round(float(clf.score(x[score], y[score])), 3)
+    return out
+
+
+def _stages(train_dir: Path) -> list[tuple[dict, dict]]:
+    """``(training_args, train_summary)`` of the run in ``train_dir`` and of the runs it started from."""
+    out = []
+    while train_dir is not None:
+        args = json.loads((train_dir / "training_args.json").read_text())
+        out.insert(0, (args, json.loads((train_dir / "train_summary.json").read_text())))
+        start = args.get("start_checkpoint")
+        train_dir = Path(start) if start and (Path(start) / "training_args.json").is_file() else None
+    return out
+
+
+def model_card(out_dir: str, work: str, train_dir: str | None = None) -> str:
     """Write ``out_dir/README.md``: what the demo model is, how it was made, its scores."""
     w = Path(work)
     before, after = (json.loads((w / f"eval_{s}.json").read_text())["metrics"] for s in ("before", "after"))
-    summary = json.loads((w / "train" / "train_summary.json").read_text())
-    args = json.loads((w / "train" / "training_args.json").read_text())
-    rows = [("attribute accuracy (overall)", lambda m: m["attribute_accuracy"]["overall"]),
+    stages = _stages(Path(train_dir) if train_dir else w / "train")
+    args = stages[0][0]
+    steps = " then ".join(f"{s['global_step']} steps of {a['batch_size']} records at lr {a['learning_rate']}"
+                          for a, s in stages)
+    attr = lambda k: lambda m: m["attribute_accuracy"][k]  # noqa: E731
+    rows = [("attribute accuracy (overall)", attr("overall")), *((f"  {k}", attr(k)) for k in
+            ("count", "types", "variant", "pitch", "loudness", "length", "n_clicks")),
             ("BLEU-4", lambda m: m["bleu_4"]), ("CIDEr", lambda m: m["cider"]),
             ("QA exact match", lambda m: m["qa_exact_match"])]
     table = "\n".join(f"| {name} | {f(before):.3f} | {f(after):.3f} |" for name, f in rows)
+    cfg = json.loads(Path(out_dir, "fusionaudio_config.json").read_text())
+    from safetensors import safe_open
+
+    with safe_open(str(Path(out_dir, "model.safetensors")), "pt") as f:
+        n_params = sum(_prod(f.get_slice(k).get_shape()) for k in f.keys())
+    au, llm = cfg["audio"], cfg["llm"]
     text = f"""# Demo model (tiny, synthetic sound scenes)
 
-A ~1.4 M-parameter GAMA-architecture model (32 Q-Former + 64 aggregator audio tokens, a
-4-layer 128-wide Llama with LoRA, a 3-block 64-wide audio encoder) trained from random
-weights on CPU by `scripts/train/make_demo_model.sh` (seed {args['seed']}) on
-{summary['global_step']} steps of synthetic scenes (`fusionaudio.synth`: tones, chirps,
-noise bursts, clicks; a caption and four questions per clip). Every parameter was trained
-(`trainable_params=full`, a demo-only mode). It only knows this toy world: it is a
-working example of the pipeline, not an audio-language model.
+A {n_params / 1e6:.1f} M-parameter GAMA-architecture model (32 Q-Former + 64 aggregator audio
+tokens, a {llm['num_hidden_layers']}-layer {llm['hidden_size']}-wide Llama with LoRA, a
+{au['specific_depth'] + au['unified_depth']}-block {au['embed_dim']}-wide audio encoder) trained from random
+weights on CPU by `scripts/train/make_demo_model.sh` (seed {args['seed']}) on synthetic scenes
+(`fusionaudio.synth`: tones, chirps, noise bursts, clicks; a caption and a few questions per clip).
+The audio encoder was pre-trained on the clips' per-column labels (`fusionaudio.synth_pretrain`)
+and then frozen; everything else, the tiny Llama included, was trained from random weights
+(`trainable_params={args['trainable_params']}`, a demo-only mode) for {steps}. It only knows this
+toy world: it is a working example of the pipeline, not an audio-language model.
 
 Held-out split ({after['clips']} clips, greedy decoding):
 
@@ -134,6 +214,6 @@ Held-out split ({after['clips']} clips, greedy decoding):
 if __name__ == "__main__":
     import fire
 
-    fire.Fire({"make_base": make_base, "evaluate": evaluate, "model_card": model_card},
+    fire.Fire({"make_base": make_base, "evaluate": evaluate, "probe": probe, "model_card": model_card},
               serialize=lambda r: json.dumps(r, indent=2) if isinstance(r, dict) else r)
     sys.exit(0)

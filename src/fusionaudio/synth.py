@@ -161,11 +161,11 @@ def write_wav(path: str | Path, y: np.ndarray, sr: int = SAMPLE_RATE) -> None:
 
 # --------------------------------------------------------------------------- text
 
-_LOUD_WORDS = {"loud": ["loud"], "quiet": ["quiet", "soft", "faint"]}
-_LENGTH_WORDS = {"short": ["short", "brief"], "long": ["long"]}
-_PITCH_WORDS = {"low": ["low-pitched", "low"], "mid": ["mid-pitched", "medium-pitched"],
-                "high": ["high-pitched", "high"]}
-_DIR_WORDS = {"rising": ["rising", "upward"], "falling": ["falling", "downward"]}
+# One word per attribute value in captions. Synonyms (quiet/soft/faint vs loud, short/brief vs
+# long, mid/medium) split a value's probability over several first tokens, so a calibrated
+# model decoded greedily (or at low temperature) names the value with the fewest synonyms:
+# the old demo said "long, loud" for a short, quiet chirp. The parser still reads synonyms.
+_PITCH_WORDS = {"low": "low-pitched", "mid": "mid-pitched", "high": "high-pitched"}
 _CAPTION_INSTRUCTIONS = [
     "Describe the audio.", "Write a caption for this audio clip.",
     "What can be heard in this recording?", "Describe the sounds in the clip in order.",
@@ -181,29 +181,25 @@ def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
 
-def event_phrase(ev: dict, rng: np.random.Generator) -> str:
-    """A varied noun phrase for one event, e.g. ``"a short, loud, high-pitched tone"``."""
-    loud = _pick(rng, _LOUD_WORDS[ev["loudness"]])
+def event_phrase(ev: dict) -> str:
+    """The noun phrase for one event, e.g. ``"a short, loud, high-pitched tone"``: one fixed
+    wording per event type, every attribute named by one word (see ``_PITCH_WORDS``)."""
+    loud = ev["loudness"]
     if ev["type"] == "clicks":
-        num = _NUM[ev["n_clicks"]]
-        return _pick(rng, [f"{num} {loud} clicks", f"a train of {num} {loud} clicks",
-                           f"a series of {num} {loud} clicks"])
-    adj = f"{_pick(rng, _LENGTH_WORDS[ev['length']])}, {loud}"
+        return f"{_NUM[ev['n_clicks']]} {loud} clicks"
+    adj = f"{ev['length']}, {loud}"
     if ev["type"] == "tone":
-        return f"a {adj}, {_pick(rng, _PITCH_WORDS[ev['pitch']])} {_pick(rng, ['tone', 'beep'])}"
+        return f"a {adj}, {_PITCH_WORDS[ev['pitch']]} tone"
     if ev["type"] == "chirp":
-        return (f"a {adj}, {_pick(rng, _PITCH_WORDS[ev['pitch']])} "
-                f"{_pick(rng, _DIR_WORDS[ev['variant']])} {_pick(rng, ['chirp', 'sweep'])}")
-    colour = _pick(rng, {"white": ["white"], "muffled": ["muffled", "low-passed"]}[ev["variant"]])
-    return _pick(rng, [f"a {adj} burst of {colour} noise", f"a {adj} {colour}-noise burst",
-                       f"a {adj} {'hiss' if ev['variant'] == 'white' else 'rumble'}"])
+        return f"a {adj}, {_PITCH_WORDS[ev['pitch']]} {ev['variant']} chirp"
+    return f"a {adj} burst of {ev['variant']} noise"
 
 
 def make_caption(scene: dict, rng: np.random.Generator) -> str:
     """Caption stating every event's attributes in order, e.g.
-    ``"Three sounds: a long, loud, high-pitched tone, then a brief, quiet burst of white
-    noise, and finally two loud clicks."``"""
-    phrases = [event_phrase(ev, rng) for ev in scene["events"]]
+    ``"Three sounds: a long, loud, high-pitched tone, then a short, quiet burst of white
+    noise, and finally two loud clicks."`` (the preamble and the links between events vary)."""
+    phrases = [event_phrase(ev) for ev in scene["events"]]
     n = len(phrases)
     if n == 1:
         pre = _pick(rng, ["", "a single sound: ", "one sound: "])
@@ -220,12 +216,15 @@ def make_caption(scene: dict, rng: np.random.Generator) -> str:
 def short_name(ev: dict) -> str:
     """Short answer naming an event: 'a high-pitched tone', 'a rising chirp', ..."""
     if ev["type"] == "tone":
-        return f"a {_PITCH_WORDS[ev['pitch']][0]} tone"
+        return f"a {_PITCH_WORDS[ev['pitch']]} tone"
     if ev["type"] == "chirp":
         return f"a {ev['variant']} chirp"
     if ev["type"] == "noise":
         return f"a burst of {ev['variant']} noise"
     return f"{_NUM[ev['n_clicks']]} clicks"
+
+
+_PITCH_ANSWER = {"low": "Low.", "mid": "Medium.", "high": "High."}
 
 
 def make_qa(scene: dict, rng: np.random.Generator, n_qa: int = 4) -> list[tuple[str, str]]:
@@ -252,7 +251,7 @@ def make_qa(scene: dict, rng: np.random.Generator, n_qa: int = 4) -> list[tuple[
         ref = f"the first {name}" if len(same) > 1 else f"the {name}"
         if typ == "tone":
             cands.append((f"Is {ref} high, medium or low in pitch?",
-                          {"low": "Low.", "mid": "Medium.", "high": "High."}[ev["pitch"]]))
+                          _PITCH_ANSWER[ev["pitch"]]))
         elif typ == "chirp":
             cands.append((f"Is {ref} rising or falling?", f"{_cap(ev['variant'])}."))
         elif typ == "noise":
@@ -264,6 +263,8 @@ def make_qa(scene: dict, rng: np.random.Generator, n_qa: int = 4) -> list[tuple[
     cands.append((f"Is {ordinal} loud or quiet?", f"{_cap(evs[k]['loudness'])}."))
     if evs[k]["length"]:
         cands.append((f"Is {ordinal} short or long?", f"{_cap(evs[k]['length'])}."))
+    if evs[k]["pitch"]:
+        cands.append((f"Is {ordinal} high, medium or low in pitch?", _PITCH_ANSWER[evs[k]["pitch"]]))
     keep = sorted(rng.choice(len(cands), size=min(n_qa, len(cands)), replace=False).tolist())
     return [cands[i] for i in keep]
 

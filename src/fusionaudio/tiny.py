@@ -159,11 +159,13 @@ def make_reference_base_dir(
     num_shards: int = 2,
     tokenizer_texts: list[str] | None = None,
     llm_init_std: float | None = None,
+    init=None,
 ) -> Path:
     """Write a reference-format base directory with random weights and a tiny tokenizer.
 
     ``llm_init_std`` re-draws the Llama matrices with a larger spread so that a random
-    model's outputs depend visibly on its inputs (useful in tests)."""
+    model's outputs depend visibly on its inputs (useful in tests). ``init(model)``, if given,
+    runs on the fresh model before its weights are written (the demo pre-trains its encoder)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     config = GamaConfig.from_name(config) if isinstance(config, str) else config
@@ -175,6 +177,8 @@ def make_reference_base_dir(
             for name, p in model.llm.named_parameters():
                 if p.dim() == 2:
                     p.normal_(0.0, llm_init_std)
+    if init is not None:
+        init(model)
     _save_shards(reference_state_dict(model, seed=seed), out, weights, num_shards)
     write_reference_config(config, out)
     return out

@@ -110,7 +110,8 @@ def train(
         resume_from_checkpoint: a checkpoint-N folder of this command (exact continuation),
             "last"/True (the newest complete one in output_dir), or a weights-only file/folder.
         trainable_params: all | proj | qformer | qformer_all (the reference's modes; LoRA is
-            always trained, Llama frozen) or full (everything, the LLM too: tiny models only).
+            always trained, Llama frozen), full (everything, the LLM too: tiny models only) or
+            full_frozen_encoder (full but the audio encoder: the demo recipe's pre-trained one).
         preset: a name in configs/train (gama_stage1 .. gama_stage5) or a JSON file of these
             options; its values replace the options left at their defaults.
         skip_bad_records: train on the valid records (reports go to output_dir) and drop

@@ -28,7 +28,13 @@ TRAINABLE_RULES = {
     "qformer": _AGGREGATOR_SIDE,
     "qformer_all": _AGGREGATOR_SIDE + ("audio_encoder", "Qformer", "query_tokens", "qformer_proj_norm"),
     "full": ("",),
+    "full_frozen_encoder": ("",),
 }
+#: Substrings a mode leaves frozen although a rule above matches them. ``full_frozen_encoder``
+#: trains everything but the CAV-MAE encoder: the demo recipe's stage with a pre-trained
+#: encoder and a random Llama (the Llama's first gradients are noise, and they erase what a
+#: trainable encoder knows before the Llama learns to read it; docs/demo_model.md).
+TRAINABLE_EXCLUDES = {"full_frozen_encoder": ("audio_encoder",)}
 #: ``--lora_target_modules`` values that mean "no LoRA". ``dummy`` is how the reference's
 #: stage-1 script asks for it (its peft matched no module named so).
 NO_LORA_TARGETS = ({"none"}, {"dummy"}, set())
@@ -52,12 +58,16 @@ def lora_settings(r: int, alpha: int, dropout: float, target_modules) -> LoraSet
 # -- parameters --------------------------------------------------------------------------
 def trainable_names(model, mode: str) -> list[str]:
     """Names of the parameters ``mode`` trains: LoRA always, plus those whose reference name
-    contains one of ``TRAINABLE_RULES[mode]`` (``full``: everything)."""
+    contains one of ``TRAINABLE_RULES[mode]`` and none of ``TRAINABLE_EXCLUDES[mode]``
+    (``full``: everything)."""
     if mode not in TRAINABLE_RULES:
         raise ValueError(f"trainable_params must be one of {sorted(TRAINABLE_RULES)}, got {mode!r}")
-    keys = TRAINABLE_RULES[mode]
-    return [n for n, _ in model.named_parameters()
-            if ".lora_" in n or any(k in local_to_reference(n) for k in keys)]
+    keys, excludes = TRAINABLE_RULES[mode], TRAINABLE_EXCLUDES.get(mode, ())
+
+    def trained(ref: str) -> bool:
+        return any(k in ref for k in keys) and not any(x in ref for x in excludes)
+
+    return [n for n, _ in model.named_parameters() if ".lora_" in n or trained(local_to_reference(n))]
 
 
 def set_trainable(model, mode: str) -> list[str]:
