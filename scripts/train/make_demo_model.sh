@@ -7,9 +7,10 @@
 # Steps: synthetic data (fusionaudio.synth) -> a small base model whose tokenizer is trained on
 # the synthetic texts and whose audio encoder is pre-trained on the clips' per-column labels
 # (fusionaudio.synth_pretrain: the stand-in for GAMA's pre-trained CAV-MAE; the rest is random)
-# -> held-out scores before training -> training
-# (trainable_params=full: the tiny Llama is trained from scratch too, a demo-only mode) ->
-# the merged model written to OUT -> held-out scores after training -> a demo caption.
+# -> held-out scores before training -> two training stages with the encoder frozen
+# (trainable_params=full_frozen_encoder: the tiny Llama is trained from scratch too, a demo-only
+# mode; docs/demo_model.md says why) -> the merged model written to OUT -> held-out scores after
+# training -> a demo caption.
 # Work files go to WORK (default runs/demo, git-ignored).
 set -euo pipefail
 
