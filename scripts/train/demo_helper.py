@@ -16,6 +16,7 @@ and exact-match accuracy of the short QA answers.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -114,13 +115,6 @@ def evaluate(base_model: str, data_dir: str, model_path: str | None = None, spli
     return metrics
 
 
-def _prod(shape) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n
-
-
 def probe(base_model: str, data_dir: str, model_path: str | None = None, clips: int = 60, train_clips: int = 40) -> dict:
     """Linear probes: how well each stage of the audio path states the column labels of
     ``fusionaudio.synth_pretrain`` (kind, pitch, loudness) for held-out clips. Logistic
@@ -143,7 +137,7 @@ def probe(base_model: str, data_dir: str, model_path: str | None = None, clips: 
         pooled = enc.pool(final)
         agg = model.audio_aggregator_layer_1(pooled, memory=enc.pool(tap_j))
         agg = model.audio_aggregator_layer_2(agg, memory=enc.pool(tap_k))
-        tokens = model.encode_audio(fb)[:, model.config.qformer.num_query_tokens:]
+        tokens = model.audio_proj_audioenc(model.audio_proj_norm_audioenc(agg))  # encode_audio's last step
     cols = tokens.shape[1]
     out = {}
     for stage, feats in (("pool", pooled), ("aggregator", agg), ("audio_tokens", tokens)):
@@ -187,7 +181,7 @@ def model_card(out_dir: str, work: str, train_dir: str | None = None) -> str:
     from safetensors import safe_open
 
     with safe_open(str(Path(out_dir, "model.safetensors")), "pt") as f:
-        n_params = sum(_prod(f.get_slice(k).get_shape()) for k in f.keys())
+        n_params = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     au, llm = cfg["audio"], cfg["llm"]
     text = f"""# Demo model (tiny, synthetic sound scenes)
 

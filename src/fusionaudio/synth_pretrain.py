@@ -114,12 +114,11 @@ def _loss_and_hits(encoder, heads, fbank, labels) -> tuple[torch.Tensor, dict[st
     logits = heads(_pooled(encoder, fbank))
     loss, hits = 0.0, {}
     for name, lg in logits.items():
-        y = labels[name]
-        flat_y, flat = y.reshape(-1), lg.reshape(-1, lg.shape[-1])
-        if (flat_y != IGNORE).any():
-            loss = loss + F.cross_entropy(flat, flat_y, ignore_index=IGNORE)
-        keep = flat_y != IGNORE
-        hits[name] = (int((flat.argmax(-1)[keep] == flat_y[keep]).sum()), int(keep.sum()))
+        y, flat = labels[name].reshape(-1), lg.reshape(-1, lg.shape[-1])
+        keep = y != IGNORE
+        if keep.any():
+            loss = loss + F.cross_entropy(flat, y, ignore_index=IGNORE)
+        hits[name] = (int((flat.argmax(-1)[keep] == y[keep]).sum()), int(keep.sum()))
     return loss, hits
 
 
