@@ -106,6 +106,45 @@ def test_padded_batch_matches_single(tiny_model, side):
             torch.testing.assert_close(batched[i][real], single, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_shared_audio_prefix_equals_repeated_clips(tiny_model, checkpointing):
+    """``audio_index`` (several questions per clip, as training batches them): the same loss,
+    logits and gradients as giving every row its own copy of its clip."""
+    model, tok = tiny_model
+    model = copy.deepcopy(model)
+    if checkpointing:  # the Llama's cache is off: the repeated path is taken
+        model.llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    texts = ["### Instruction:\nDescribe.\n\n### Response:\nA loud tone.",
+             "### Instruction:\nHow many sounds are there?\n\n### Response:\nThree.",
+             "### Instruction:\nIs it loud?\n\n### Response:\nYes.",
+             "### Instruction:\nDescribe the audio in detail.\n\n### Response:\nA chirp, then clicks."]
+    tok = copy.copy(tok)
+    tok.padding_side = "right"
+    enc = tok(texts, return_tensors="pt", padding=True)
+    labels = enc.input_ids.masked_fill(enc.attention_mask == 0, -100)
+    fb, index = _fbank(2, seed=11), torch.tensor([1, 0, 1, 1])
+    for m in model.modules():  # training mode (checkpointing acts only then), without randomness
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+        if isinstance(getattr(m, "attention_dropout", None), float):
+            m.attention_dropout = 0.0
+    model.train()
+    results = []
+    for kwargs in ({"audio_input": fb, "audio_index": index}, {"audio_input": fb[index]}):
+        model.zero_grad()
+        out = model(enc.input_ids, attention_mask=enc.attention_mask, labels=labels, **kwargs)
+        out.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((out.loss.detach(), out.logits.detach(), grads))
+    (loss_a, logits_a, grads_a), (loss_b, logits_b, grads_b) = results
+    torch.testing.assert_close(loss_a, loss_b, atol=1e-5, rtol=1e-5)
+    real = enc.attention_mask.bool()
+    torch.testing.assert_close(logits_a[real], logits_b[real], atol=5e-5, rtol=1e-4)
+    assert grads_a.keys() == grads_b.keys() and any("query_tokens" in n for n in grads_a)
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], atol=1e-5, rtol=1e-3, msg=name)
+
+
 def test_loss_is_text_only_next_token_loss(tiny_model):
     model, tok = tiny_model
     enc = tok(["### Instruction:\nDescribe.\n\n### Response:\nA loud tone."], return_tensors="pt")

@@ -25,6 +25,8 @@ MAX_STEPS="${MAX_STEPS:-2000}"      # training steps (56 records = 8 clips each)
 LEARNING_RATE="${LEARNING_RATE:-1.5e-3}"
 STAGE2_STEPS="${STAGE2_STEPS:-1000}"  # 0: one stage
 STAGE2_LR="${STAGE2_LR:-5e-4}"
+LLM_LAYERS="${LLM_LAYERS:-4}"
+SAVE_STEPS="${SAVE_STEPS:-0}"    # checkpoints to look at on the way (they do not change the result)
 THREADS="${THREADS:-1}"          # the bits depend on the thread count
 PYTHON="${PYTHON:-}"
 
@@ -39,12 +41,12 @@ mkdir -p "$WORK"
 
 "$PYTHON" -m fusionaudio.synth --out_dir "$WORK/data" --n_train "$N_TRAIN" --n_test "$N_TEST" --seed "$SEED" --n_qa "$N_QA"
 "$PYTHON" scripts/train/demo_helper.py make_base --data_dir "$WORK/data" --out_dir "$WORK/base" --seed "$SEED" \
-  --encoder_steps "$ENCODER_STEPS" --report "$WORK/encoder_pretraining.json"
+  --llm_layers "$LLM_LAYERS" --encoder_steps "$ENCODER_STEPS" --report "$WORK/encoder_pretraining.json"
 "$PYTHON" scripts/train/demo_helper.py evaluate --base_model "$WORK/base" --data_dir "$WORK/data" \
   --max_new_tokens 64 --output "$WORK/eval_before.json" | tee "$WORK/eval_before.txt"
 
 COMMON=(--data_path "$WORK/data/train.json" --batch_size 56 --micro_batch_size 56
-  --val_set_size 200 --eval_steps 250 --save_steps 0 --logging_steps 25
+  --val_set_size 200 --eval_steps 250 --save_steps "$SAVE_STEPS" --logging_steps 25
   --trainable_params full_frozen_encoder --lora_dropout 0.0 --train_on_inputs False
   --group_by_audio --cache_fbank --device cpu)
 # stage 1: everything but the pre-trained encoder, from random weights
@@ -65,4 +67,4 @@ rm -rf "$OUT"
 mkdir -p imgs
 cp "$WORK/train/loss_curve.png" imgs/demo_loss_curve.png  # stage 1's curve
 du -sh "$OUT"
-"$PYTHON" quick_inference.py --audio data/example/demo_clip.wav --question "Describe the audio." --device cpu
+"$PYTHON" quick_inference.py --base_model "$OUT" --audio data/example/demo_clip.wav --question "Describe the audio." --device cpu

@@ -20,6 +20,11 @@ from .config import GamaConfig, LoraSettings
 from .qformer import AggregatorLayer, build_qformer
 
 
+def _activation_checkpointing(llm) -> bool:
+    flag = "is_activation_checkpointing" if hasattr(llm, "is_activation_checkpointing") else "is_gradient_checkpointing"
+    return bool(getattr(llm, flag, False))
+
+
 def _projection(in_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
 
@@ -135,12 +140,46 @@ class GamaForCausalLM(nn.Module):
         labels: torch.Tensor | None = None,
         *,
         audio_embeds: torch.Tensor | None = None,
+        audio_index: torch.Tensor | None = None,
     ) -> CausalLMOutputWithPast:
         """Logits ``[B, T, vocab]`` over the text positions only (float32), and the
-        next-token loss over text labels (-100 = ignored), as the reference computes."""
+        next-token loss over text labels (-100 = ignored), as the reference computes.
+
+        ``audio_index`` (``[B]``): ``audio_input`` / ``audio_embeds`` hold the U distinct
+        clips and text row ``i`` goes with clip ``audio_index[i]``. The audio prefix then runs
+        through the Llama once per clip and its keys/values are shared by that clip's rows
+        (causal attention: the prefix never sees the text, so this is the same computation,
+        up to float rounding, as repeating the clip per row; gradients add up over the rows)."""
+        if audio_index is not None:
+            if audio_embeds is None:
+                audio_embeds = self.encode_audio(audio_input)
+            if self._can_share_prefix(audio_embeds, audio_index):
+                return self._forward_shared_prefix(input_ids, attention_mask, labels, audio_embeds, audio_index)
+            audio_embeds = audio_embeds[audio_index.to(audio_embeds.device)]
         embeds, mask, position_ids, n_audio = self._build_inputs(input_ids, attention_mask, audio_input, audio_embeds)
         out = self.llm.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False)
-        logits = self.llm.lm_head(out.last_hidden_state[:, n_audio:]).float()
+        return self._text_output(out.last_hidden_state[:, n_audio:], labels)
+
+    def _can_share_prefix(self, audio_embeds: torch.Tensor, audio_index: torch.Tensor) -> bool:
+        """Worth it (some clip has several rows) and possible (activation checkpointing
+        turns the Llama's cache off)."""
+        return audio_index.numel() > audio_embeds.shape[0] and not _activation_checkpointing(self.llm)
+
+    def _forward_shared_prefix(self, input_ids, attention_mask, labels, audio_embeds, audio_index):
+        n_clips, n_audio = audio_embeds.shape[:2]
+        text, mask, position_ids, _ = self._build_inputs(input_ids, attention_mask, None, None)
+        mask = torch.cat([mask.new_ones(mask.shape[0], n_audio), mask], dim=1)
+        position_ids = position_ids + n_audio  # the text follows n_audio always-attended tokens
+        prefix_pos = torch.arange(n_audio, device=self.device).expand(n_clips, -1)
+        prefix = self.llm.model(inputs_embeds=audio_embeds.to(text.dtype), position_ids=prefix_pos, use_cache=True)
+        cache = prefix.past_key_values
+        cache.reorder_cache(audio_index.to(self.device))  # [U, ...] -> [B, ...], differentiable
+        out = self.llm.model(inputs_embeds=text, attention_mask=mask, position_ids=position_ids,
+                             past_key_values=cache, use_cache=True)
+        return self._text_output(out.last_hidden_state, labels)
+
+    def _text_output(self, hidden: torch.Tensor, labels: torch.Tensor | None) -> CausalLMOutputWithPast:
+        logits = self.llm.lm_head(hidden).float()
         loss = None
         if labels is not None:
             labels = labels.to(logits.device)

@@ -174,12 +174,13 @@ def build_model(base_dir, lora: LoraSettings | None, device, dtype=torch.float32
 class TrainingForward(torch.nn.Module):
     """What the engine wraps (DDP / FSDP / DeepSpeed): one forward from fbanks and token ids
     to the loss, so every parameter is used inside the wrapped call. Each distinct clip of
-    the micro-batch is encoded once (``index`` maps each example to its clip's row)."""
+    the micro-batch is encoded, and run through the Llama as the audio prefix, once
+    (``index`` maps each example to its clip's row; see ``GamaForCausalLM.forward``)."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
     def forward(self, input_ids, attention_mask, labels, fbank=None, index=None):
-        embeds = None if fbank is None else self.model.encode_audio(fbank)[index]
-        return self.model(input_ids, attention_mask=attention_mask, labels=labels, audio_embeds=embeds)
+        return self.model(input_ids, audio_input=fbank, attention_mask=attention_mask, labels=labels,
+                          audio_index=None if fbank is None else index)
