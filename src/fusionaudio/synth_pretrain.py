@@ -50,6 +50,7 @@ LABELS = {
     "onset": ("no", "yes"),
     "clicks": ("0", "1", "2", "3"),
 }
+_LOAD_CHUNK = 256  # clips per front-end pass when loading a split
 _MIN_OVERLAP_S = 0.02  # less of an event than this in a column: the column is silence
 
 
@@ -126,7 +127,13 @@ def load_split(data_dir: str | Path, split: str, limit: int | None = None):
     """``(fbanks [N, 1024, 128], {label: [N, columns]})`` for the clips of ``split``."""
     data = Path(data_dir)
     scenes = [s for s in load_scenes(data / "scenes.jsonl").values() if s["split"] == split][:limit]
-    fbanks, _ = load_fbank_batch([data / s["clip"] for s in scenes])
+    paths = [data / s["clip"] for s in scenes]
+    fbanks = None
+    for start in range(0, len(paths), _LOAD_CHUNK):  # bounded memory: 8,000 clips in one pass need > 20 GB
+        chunk, _ = load_fbank_batch(paths[start:start + _LOAD_CHUNK])
+        if fbanks is None:
+            fbanks = chunk.new_empty((len(paths), *chunk.shape[1:]))
+        fbanks[start:start + len(chunk)] = chunk
     per_clip = [column_labels(s) for s in scenes]
     return fbanks, {name: torch.stack([p[name] for p in per_clip]) for name in LABELS}
 
