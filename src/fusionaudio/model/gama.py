@@ -151,6 +151,8 @@ class GamaForCausalLM(nn.Module):
         (causal attention: the prefix never sees the text, so this is the same computation,
         up to float rounding, as repeating the clip per row; gradients add up over the rows)."""
         if audio_index is not None:
+            if audio_index.shape != input_ids.shape[:1]:
+                raise ValueError(f"audio_index must be [B] = [{input_ids.shape[0]}], got {tuple(audio_index.shape)}")
             if audio_embeds is None:
                 audio_embeds = self.encode_audio(audio_input)
             if self._can_share_prefix(audio_embeds, audio_index):
