@@ -1,5 +1,6 @@
 """Column labels of the demo encoder's pre-training, and that the pre-training teaches them."""
 
+import pytest
 import torch
 
 from fusionaudio import synth
@@ -28,6 +29,9 @@ def test_column_labels_of_the_demo_scene():
     assert _name("pitch", lab["pitch"][20]) is None and _name("pitch", lab["pitch"][0]) is None
     assert [c for c in range(64) if lab["onset"][c] == 1] == [1, 11, 17, 26]
     assert [lab["clicks"][c].item() for c in (26, 28, 29)] == [1, 1, 1]
+    sweeps = [_name("sweep", v) for v in lab["sweep"].tolist()]
+    assert sweeps[1:8] == ["steady"] * 7 and set(sweeps[11:14]) == {"rising"}  # tone vs chirp on its own
+    assert sweeps[0] is None and set(sweeps[17:23]) == {None}  # silence and noise: not applicable
     assert lab["clicks"][20] == IGNORE
 
 
@@ -50,3 +54,14 @@ def test_pretraining_teaches_the_column_labels(tmp_path):
     assert report["test_after"]["onset"] > 0.8
     changed = [k for k, v in encoder.state_dict().items() if not torch.equal(v, before[k])]
     assert "patch_embed_a.proj.weight" in changed and "blocks_u.0.mlp.fc2.weight" in changed
+    assert set(report["test_after"]) == set(LABELS) == set(report["labels"])
+
+
+def test_pretraining_on_a_subset_of_labels(tmp_path):
+    synth.generate(tmp_path, n_train=8, n_test=4, seed=4, n_qa=1)
+    cfg = AudioEncoderConfig(embed_dim=32, num_heads=2, specific_depth=1, unified_depth=1, tap_j=0, tap_k=0)
+    encoder = CavMaeAudioEncoder(cfg)
+    report = pretrain_encoder(encoder, tmp_path, steps=2, batch=4, log_every=0, labels=["kind", "sweep"])
+    assert set(report["test_after"]) == {"kind", "sweep"} and report["labels"] == ["kind", "sweep"]
+    with pytest.raises(ValueError, match="unknown column labels.*'swept'"):
+        pretrain_encoder(encoder, tmp_path, steps=1, labels=["kind", "swept"])

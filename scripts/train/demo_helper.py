@@ -35,12 +35,13 @@ DEMO_CONFIG = dict(
 
 
 def make_base(data_dir: str, out_dir: str, seed: int = 0, encoder_steps: int = 0, report: str | None = None,
-              llm_layers: int | None = None) -> str:
+              llm_layers: int | None = None, encoder_labels=None) -> str:
     """Demo base directory with a tokenizer trained on ``data_dir/train.json`` texts; its audio
     encoder is pre-trained for ``encoder_steps`` steps on the clips' column labels
     (``fusionaudio.synth_pretrain``; 0 = random like the rest). ``report``: a JSON file for
     the pre-training's held-out column accuracies. ``llm_layers``: the Llama's depth
-    (default ``DEMO_CONFIG``'s)."""
+    (default ``DEMO_CONFIG``'s). ``encoder_labels``: the column labels to pre-train on, comma
+    separated (default all of ``synth_pretrain.LABELS``)."""
     from fusionaudio.model.config import GamaConfig
     from fusionaudio.prompts import build_prompt
     from fusionaudio.synth_pretrain import pretrain_encoder
@@ -48,12 +49,13 @@ def make_base(data_dir: str, out_dir: str, seed: int = 0, encoder_steps: int = 0
 
     records = json.loads((Path(data_dir) / "train.json").read_text())
     texts = [build_prompt(r["instruction"], r.get("input") or None) + r["output"] for r in records]
+    labels = encoder_labels.split(",") if isinstance(encoder_labels, str) else encoder_labels  # fire: "a,b" -> tuple
     sizes = {**DEMO_CONFIG, "llm": {**DEMO_CONFIG["llm"], **({"num_hidden_layers": llm_layers} if llm_layers else {})}}
     config = GamaConfig.from_name("tiny", **sizes)
     config.name = "demo-synth"
 
     def init(model):
-        result = pretrain_encoder(model.audio_encoder, data_dir, steps=encoder_steps, seed=seed)
+        result = pretrain_encoder(model.audio_encoder, data_dir, steps=encoder_steps, seed=seed, labels=labels)
         print(json.dumps({"encoder_pretraining": result}))
         if report:
             Path(report).write_text(json.dumps(result, indent=2) + "\n")

@@ -17,17 +17,19 @@ set -euo pipefail
 WORK="${WORK:-runs/demo}"
 OUT="${OUT:-src/fusionaudio/assets/demo_model}"
 SEED="${SEED:-0}"
-N_TRAIN="${N_TRAIN:-4000}"       # clips (each gives 1 caption + up to N_QA QA records)
+N_TRAIN="${N_TRAIN:-8000}"       # clips (each gives 1 caption + up to N_QA QA records)
 N_TEST="${N_TEST:-100}"
 N_QA="${N_QA:-6}"
 ENCODER_STEPS="${ENCODER_STEPS:-800}"  # encoder pre-training steps (32 clips each)
-MAX_STEPS="${MAX_STEPS:-2000}"      # training steps (56 records = 8 clips each)
+# the column labels it learns; the bundled model was built without "sweep" (docs/demo_model.md)
+ENCODER_LABELS="${ENCODER_LABELS:-kind,pitch,loudness,variant,length,onset,clicks}"
+MAX_STEPS="${MAX_STEPS:-6000}"      # training steps (56 records = 8 clips each)
 LEARNING_RATE="${LEARNING_RATE:-1.5e-3}"
-STAGE2_STEPS="${STAGE2_STEPS:-1000}"  # 0: one stage
+STAGE2_STEPS="${STAGE2_STEPS:-0}"  # > 0: a second stage from the first one's weights
 STAGE2_LR="${STAGE2_LR:-5e-4}"
 LLM_LAYERS="${LLM_LAYERS:-4}"
 SAVE_STEPS="${SAVE_STEPS:-0}"    # checkpoints to look at on the way (they do not change the result)
-THREADS="${THREADS:-1}"          # the bits depend on the thread count
+THREADS="${THREADS:-2}"          # the bits depend on the thread count (the bundled model: 2)
 PYTHON="${PYTHON:-}"
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -41,7 +43,7 @@ mkdir -p "$WORK"
 
 "$PYTHON" -m fusionaudio.synth --out_dir "$WORK/data" --n_train "$N_TRAIN" --n_test "$N_TEST" --seed "$SEED" --n_qa "$N_QA"
 "$PYTHON" scripts/train/demo_helper.py make_base --data_dir "$WORK/data" --out_dir "$WORK/base" --seed "$SEED" \
-  --llm_layers "$LLM_LAYERS" --encoder_steps "$ENCODER_STEPS" --report "$WORK/encoder_pretraining.json"
+  --llm_layers "$LLM_LAYERS" --encoder_steps "$ENCODER_STEPS" --encoder_labels "$ENCODER_LABELS" --report "$WORK/encoder_pretraining.json"
 "$PYTHON" scripts/train/demo_helper.py evaluate --base_model "$WORK/base" --data_dir "$WORK/data" \
   --max_new_tokens 64 --output "$WORK/eval_before.json" | tee "$WORK/eval_before.txt"
 

@@ -16,6 +16,9 @@ state, per time column, what is sounding. Each of the encoder's time columns (16
 * ``length``   - short / long (tones, chirps, noise bursts)
 * ``onset``    - whether an event starts in the column (event boundaries, for counting)
 * ``clicks``   - click onsets in the column, 0-3 (click trains)
+* ``sweep``    - steady / rising / falling (tones and chirps): tone against chirp on its own.
+  ``kind`` alone does not teach it: most columns are silence, and a linear probe of an encoder
+  pre-trained without ``sweep`` took about half of the held-out high tones' columns for a chirp.
 
 Linear heads read the encoder's final features after the mean over mel rows (``pool()``
 without the divisor, which only scales them) and a cross-entropy per label trains every
@@ -49,6 +52,7 @@ LABELS = {
     "length": ("short", "long"),
     "onset": ("no", "yes"),
     "clicks": ("0", "1", "2", "3"),
+    "sweep": ("steady",) + CHIRP_DIRECTIONS,
 }
 _LOAD_CHUNK = 256  # clips per front-end pass when loading a split
 _MIN_OVERLAP_S = 0.02  # less of an event than this in a column: the column is silence
@@ -93,14 +97,16 @@ def _set_event_labels(out: dict, c: int, ev: dict, lo: float, hi: float) -> None
             out[name][c] = LABELS[name].index(value)
     if ev["type"] == "clicks":
         out["clicks"][c] = min(3, sum(lo <= t < hi for t in _click_times(ev)))
+    if ev["type"] in ("tone", "chirp"):
+        out["sweep"][c] = LABELS["sweep"].index(ev["variant"] or "steady")
 
 
 class ColumnHeads(nn.Module):
     """One linear classifier per label over the pooled encoder features."""
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, names=tuple(LABELS)):
         super().__init__()
-        self.heads = nn.ModuleDict({name: nn.Linear(dim, len(classes)) for name, classes in LABELS.items()})
+        self.heads = nn.ModuleDict({name: nn.Linear(dim, len(LABELS[name])) for name in names})
 
     def forward(self, pooled: torch.Tensor) -> dict[str, torch.Tensor]:
         return {name: head(pooled) for name, head in self.heads.items()}
@@ -140,7 +146,7 @@ def load_split(data_dir: str | Path, split: str, limit: int | None = None):
 
 def accuracy(encoder, heads, fbanks, labels, batch: int = 64) -> dict[str, float]:
     """Per-label column accuracy (over the columns where the label applies)."""
-    totals = {name: [0, 0] for name in LABELS}
+    totals = {name: [0, 0] for name in heads.heads}
     was = encoder.training
     encoder.eval()
     with torch.no_grad():
@@ -154,13 +160,18 @@ def accuracy(encoder, heads, fbanks, labels, batch: int = 64) -> dict[str, float
 
 
 def pretrain_encoder(encoder, data_dir: str | Path, steps: int = 600, batch: int = 32, lr: float = 2e-3,
-                     seed: int = 0, log_every: int = 100, limit: int | None = None) -> dict:
+                     seed: int = 0, log_every: int = 100, limit: int | None = None, labels=None) -> dict:
     """Train ``encoder`` (in place) on the column labels of ``data_dir``'s train clips; returns
-    the held-out (test split) column accuracies before and after, and the last loss."""
+    the held-out (test split) column accuracies before and after, and the last loss.
+    ``labels``: the names of :data:`LABELS` to train on (default all)."""
     torch.manual_seed(seed)
     fb, lab = load_split(data_dir, "train", limit)
     test_fb, test_lab = load_split(data_dir, "test")
-    heads = ColumnHeads(encoder.cfg.embed_dim)
+    names = tuple(LABELS) if labels is None else tuple(labels)
+    unknown = [n for n in names if n not in LABELS]
+    if unknown or not names:
+        raise ValueError(f"unknown column labels {unknown} (known: {', '.join(LABELS)})" if unknown else "no labels")
+    heads = ColumnHeads(encoder.cfg.embed_dim, names)
     params = list(encoder.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     warm = max(1, steps // 20)
@@ -181,7 +192,7 @@ def pretrain_encoder(encoder, data_dir: str | Path, steps: int = 600, batch: int
         if log_every and (step + 1) % log_every == 0:
             log.info("encoder pre-training step %d/%d: loss %.4f", step + 1, steps, loss.item())
     encoder.eval()
-    return {"steps": steps, "last_loss": float(loss.detach()), "test_before": before,
+    return {"steps": steps, "labels": list(names), "last_loss": float(loss.detach()), "test_before": before,
             "test_after": accuracy(encoder, heads, test_fb, test_lab)}
 
 
