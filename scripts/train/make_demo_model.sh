@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Train the bundled demo model on the synthetic sound scenes, reproducibly (seeded), on CPU,
-# and write it to src/fusionaudio/assets/demo_model/ (a complete base directory, ~6 MB).
+# and write it to src/fusionaudio/assets/demo_model/ (a complete base directory, 5.4 MB).
 #
-#   scripts/train/make_demo_model.sh            # ~90 min on one CPU core (measured: encoder 13 min, stage 1 52 min, stage 2 26 min)
+#   scripts/train/make_demo_model.sh            # about 75 min with 2 CPU threads (measured: data + encoder
+#                                               # 11 min; training 1.66 steps/s, ~60 min, when nothing else runs)
 #
 # Steps: synthetic data (fusionaudio.synth) -> a small base model whose tokenizer is trained on
 # the synthetic texts and whose audio encoder is pre-trained on the clips' per-column labels
 # (fusionaudio.synth_pretrain: the stand-in for GAMA's pre-trained CAV-MAE; the rest is random)
-# -> held-out scores before training -> two training stages with the encoder frozen
+# -> held-out scores before training -> training with the encoder frozen (one stage; STAGE2_STEPS adds one)
 # (trainable_params=full_frozen_encoder: the tiny Llama is trained from scratch too, a demo-only
 # mode; docs/demo_model.md says why) -> the merged model written to OUT -> held-out scores after
 # training -> a demo caption.
