@@ -137,11 +137,7 @@ def probe(base_model: str, data_dir: str, model_path: str | None = None, clips: 
     model.eval()
     fb, lab = load_split(data_dir, "test", clips)
     with torch.no_grad():
-        enc = model.audio_encoder
-        final, tap_j, tap_k = enc(fb)
-        pooled = enc.pool(final)
-        agg = model.audio_aggregator_layer_1(pooled, memory=enc.pool(tap_j))
-        agg = model.audio_aggregator_layer_2(agg, memory=enc.pool(tap_k))
+        pooled, agg = model.pooled_and_aggregated(fb)
         tokens = model.audio_proj_audioenc(model.audio_proj_norm_audioenc(agg))  # encode_audio's last step
     cols = tokens.shape[1]
     out = {}

@@ -93,17 +93,20 @@ class GamaForCausalLM(nn.Module):
         return self.config.num_audio_tokens
 
     # -- audio path ----------------------------------------------------------------
-    def encode_audio(self, audio_input: torch.Tensor) -> torch.Tensor:
-        """fbank ``[B, 1024, 128]`` -> audio token embeddings ``[B, 96, hidden]``."""
+    def pooled_and_aggregated(self, audio_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """fbank ``[B, 1024, 128]`` -> (the encoder's pooled final features, the aggregator's
+        output), both ``[B, 64, audio width]``: what the Q-Former and the aggregator tokens read."""
         if audio_input.dim() != 3:
             raise ValueError(f"audio_input must be [B, frames, mel], got shape {tuple(audio_input.shape)}")
         enc = self.audio_encoder
         final, tap_j, tap_k = enc(audio_input.to(device=self.device, dtype=self.dtype))
         final, tap_j, tap_k = enc.pool(final), enc.pool(tap_j), enc.pool(tap_k)
-
         aggregated = self.audio_aggregator_layer_1(final, memory=tap_j)
-        aggregated = self.audio_aggregator_layer_2(aggregated, memory=tap_k)
+        return final, self.audio_aggregator_layer_2(aggregated, memory=tap_k)
 
+    def encode_audio(self, audio_input: torch.Tensor) -> torch.Tensor:
+        """fbank ``[B, 1024, 128]`` -> audio token embeddings ``[B, 96, hidden]``."""
+        final, aggregated = self.pooled_and_aggregated(audio_input)
         memory = self.qformer_proj_norm(final)
         queries = self.query_tokens.expand(final.shape[0], -1, -1)
         query_out = self.qformer(query_embeds=queries, encoder_hidden_states=memory).last_hidden_state
