@@ -4,13 +4,16 @@
     python scripts/train/demo_helper.py make_base --data_dir DATA --out_dir BASE [--seed 0]
     python scripts/train/demo_helper.py evaluate --base_model BASE [--model_path CKPT] --data_dir DATA
     python scripts/train/demo_helper.py probe --base_model BASE [--model_path CKPT] --data_dir DATA
+    python scripts/train/demo_helper.py clip --base_model BASE [--model_path CKPT] [--seeds 0,1,2]
 
 ``make_base`` writes a small random reference-format base directory (the ``DEMO_CONFIG``
 sizes below) whose SentencePiece tokenizer is trained offline on the synthetic set's
 prompts and answers. ``evaluate`` captions the held-out clips (greedy decoding) and scores
-them: attribute accuracy (``fusionaudio.synth.attribute_accuracy``), BLEU-4 and CIDEr
+them: attribute accuracy (``fusionaudio.synth_score.attribute_accuracy``), BLEU-4 and CIDEr
 (pycocoevalcap's scorers on lower-cased, punctuation-stripped, whitespace-tokenised text),
-and exact-match accuracy of the short QA answers.
+and exact-match accuracy of the short QA answers. ``clip`` captions the bundled clip the way
+``make demo`` does (greedy, and seeded sampling for each seed) and scores each caption against
+the clip's scene.
 """
 
 from __future__ import annotations
@@ -83,6 +86,21 @@ def caption_metrics(predictions: dict[str, str], references: dict[str, list[str]
     return {"bleu_1": bleu[0], "bleu_4": bleu[3], "cider": cider}
 
 
+def types_by_position(captions: dict[str, str], scenes: dict[str, dict]) -> list[float]:
+    """For the k-th true event of a clip (k = 0, 1, ...): the share of such events that the
+    caption names with the right type in the right order (aligned as ``attribute_accuracy``
+    aligns them)."""
+    from fusionaudio.synth_score import align_events, parse_caption
+
+    hits: dict[int, list[bool]] = {}
+    for aid, caption in captions.items():
+        true = scenes[aid]["events"]
+        pairs = align_events(true, parse_caption(caption)["events"])
+        for k in range(len(true)):
+            hits.setdefault(k, []).append(k in pairs)
+    return [round(sum(h) / len(h), 3) for _, h in sorted(hits.items())]
+
+
 def evaluate(base_model: str, data_dir: str, model_path: str | None = None, split: str = "test",
              batch_size: int = 32, max_new_tokens: int = 64, output: str | None = None,
              limit: int | None = None) -> dict:
@@ -91,7 +109,8 @@ def evaluate(base_model: str, data_dir: str, model_path: str | None = None, spli
 
     from fusionaudio.audio import load_fbank
     from fusionaudio.inference import FusionAudioInference, Request
-    from fusionaudio.synth import attribute_accuracy, load_scenes
+    from fusionaudio.synth import load_scenes
+    from fusionaudio.synth_score import attribute_accuracy
 
     torch.manual_seed(0)
     data = Path(data_dir)
@@ -110,7 +129,8 @@ def evaluate(base_model: str, data_dir: str, model_path: str | None = None, spli
                  for k in keys}
     qa = [(a, r["output"]) for r, a in zip(records, answers) if r["task"] == "qa"]
     norm = lambda s: _tokens(s)  # noqa: E731
-    metrics = {"clips": len(captions), "attribute_accuracy": attribute, **caption_metrics(captions, refs),
+    metrics = {"clips": len(captions), "attribute_accuracy": attribute,
+               "types_by_position": types_by_position(captions, scenes), **caption_metrics(captions, refs),
                "qa_exact_match": sum(norm(a) == norm(b) for a, b in qa) / max(1, len(qa)), "qa_items": len(qa),
                "examples": [{"clip": aid, "prediction": captions[aid], "reference": refs[aid][0]}
                             for aid in list(captions)[:5]]}
@@ -150,6 +170,29 @@ def probe(base_model: str, data_dir: str, model_path: str | None = None, clips: 
             fit, score = first & (y != IGNORE), ~first & (y != IGNORE)
             clf = LogisticRegression(max_iter=2000).fit(x[fit], y[fit])
             out[stage][name] = round(float(clf.score(x[score], y[score])), 3)
+    return out
+
+
+def clip(base_model: str, model_path: str | None = None, seeds=(0,),
+         audio: str = "data/example/demo_clip.wav") -> dict:
+    """The bundled clip's caption under greedy decoding and under quick_inference's seeded sampling
+    (``make demo`` is seed 0), each with its attribute accuracy against ``synth.DEMO_SCENE``;
+    ``all_right``: every attribute of every caption right."""
+    from fusionaudio.cli import quick_inference_parser, run_quick_inference
+    from fusionaudio.synth import DEMO_SCENE
+    from fusionaudio.synth_score import attribute_accuracy
+
+    seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    model = ["--base_model", base_model] + (["--model_path", model_path] if model_path else [])
+    runs = [("greedy", ["--greedy"])] + [(f"seed {s}", ["--seed", str(s)]) for s in seeds]
+    out = {}
+    for name, extra in runs:
+        argv = ["--audio", audio, "--question", "Describe the audio.", "--device", "cpu", *model, *extra]
+        caption = run_quick_inference(quick_inference_parser().parse_args(argv))[0]["response"]
+        score = attribute_accuracy(caption, DEMO_SCENE)
+        out[name] = {"caption": caption, "overall": round(score["overall"], 3),
+                     "wrong": [k for k, v in score.items() if v is not None and k != "overall" and v < 1]}
+    out["all_right"] = all(r["overall"] == 1.0 for r in out.values())
     return out
 
 
@@ -209,6 +252,6 @@ Held-out split ({after['clips']} clips, greedy decoding):
 if __name__ == "__main__":
     import fire
 
-    fire.Fire({"make_base": make_base, "evaluate": evaluate, "probe": probe, "model_card": model_card},
+    fire.Fire({"make_base": make_base, "evaluate": evaluate, "probe": probe, "clip": clip, "model_card": model_card},
               serialize=lambda r: json.dumps(r, indent=2) if isinstance(r, dict) else r)
     sys.exit(0)

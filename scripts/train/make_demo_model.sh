@@ -22,8 +22,8 @@ N_TRAIN="${N_TRAIN:-8000}"       # clips (each gives 1 caption + up to N_QA QA r
 N_TEST="${N_TEST:-100}"
 N_QA="${N_QA:-6}"
 ENCODER_STEPS="${ENCODER_STEPS:-800}"  # encoder pre-training steps (32 clips each)
-# the column labels it learns; the bundled model was built without "sweep" (docs/demo_model.md)
-ENCODER_LABELS="${ENCODER_LABELS:-kind,pitch,loudness,variant,length,onset,clicks}"
+# the column labels it learns ("sweep": steady/rising/falling, so that tone and chirp are told apart)
+ENCODER_LABELS="${ENCODER_LABELS:-kind,pitch,loudness,variant,length,onset,clicks,sweep}"
 MAX_STEPS="${MAX_STEPS:-6000}"      # training steps (56 records = 8 clips each)
 LEARNING_RATE="${LEARNING_RATE:-1.5e-3}"
 STAGE2_STEPS="${STAGE2_STEPS:-0}"  # > 0: a second stage from the first one's weights

@@ -14,8 +14,8 @@ chirps and noise bursts are ``short`` (0.2-0.5 s) or ``long`` (0.9-1.5 s).
 Each clip gets one caption record and a few QA records in the training format
 ``{"audio_id", "instruction", "input", "output", "dataset": "synth", "task"}``
 (``task`` is ``"caption"`` or ``"qa"``), and its ground truth goes to
-``scenes.jsonl``.  :func:`attribute_accuracy` parses a caption back into
-attributes and scores it against the scene.  Everything is a pure function of
+``scenes.jsonl`` (:mod:`fusionaudio.synth_score` parses a caption back into
+attributes and scores it against the scene).  Everything is a pure function of
 ``(seed, clip index)``, so output is bit-reproducible for a seed.
 
 CLI::
@@ -27,9 +27,7 @@ CLI::
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -279,103 +277,6 @@ def scene_records(scene: dict, audio_id: str, rng: np.random.Generator, n_qa: in
     recs = [_record(audio_id, _pick(rng, _CAPTION_INSTRUCTIONS), make_caption(scene, rng), "caption")]
     recs += [_record(audio_id, q, a, "qa") for q, a in make_qa(scene, rng, n_qa)]
     return recs
-
-
-# --------------------------------------------------------------------------- scoring
-
-_WORDNUM = {w: i for i, w in _NUM.items()} | {"single": 1, "a single": 1}
-_ATTRS = ("variant", "pitch", "loudness", "length", "n_clicks")
-
-
-def _to_int(word: str) -> int:
-    return int(word) if word.isdigit() else _WORDNUM[word]
-
-
-def _first(s: str, table: list[tuple[str, str]]):
-    """Value of the earliest-occurring pattern in ``s`` (None if none match)."""
-    hits = [(m.start(), v) for pat, v in table for m in [re.search(pat, s)] if m]
-    return min(hits)[1] if hits else None
-
-
-def _parse_phrase(s: str) -> dict | None:
-    s = s.lower()
-    typ = _first(s, [(r"\bclick", "clicks"), (r"\b(chirp|sweep|glide)", "chirp"),
-                     (r"\b(noise|hiss|rumble|static)", "noise"), (r"\b(tone|beep|hum)", "tone")])
-    if typ is None:
-        return None
-    ev = {"type": typ, "variant": None, "pitch": None, "n_clicks": None,
-          "loudness": _first(s, [(r"\b(loud|strong)\b", "loud"), (r"\b(quiet|soft|faint|weak)\b", "quiet")]),
-          "length": _first(s, [(r"\b(short|brief)\b", "short"), (r"\b(long|sustained|lengthy)\b", "long")])}
-    nopass = re.sub(r"low-?pass(ed)?", "", s)
-    ev["pitch"] = _first(nopass, [(r"\b(low|deep)\b", "low"), (r"\b(mid|medium|middle)\b", "mid"),
-                                  (r"\bhigh\b", "high")])
-    if typ == "chirp":
-        ev["variant"] = _first(s, [(r"\b(rising|upward|ascending)\b", "rising"),
-                                   (r"\b(falling|downward|descending)\b", "falling")])
-    elif typ == "noise":
-        ev["variant"] = _first(s, [(r"\b(white|hiss)", "white"),
-                                   (r"(muffled|low-?pass|rumble|dull)", "muffled")])
-    elif typ == "clicks":
-        m = re.search(r"\b(one|two|three|four|five|\d+)\b", s)
-        ev["n_clicks"] = _to_int(m.group(1)) if m else None
-    return ev
-
-
-def parse_caption(caption: str) -> dict:
-    """Parse a caption into ``{"count": int, "events": [attribute dicts in order]}``.
-
-    Events are the phrases between sequence words (``then``, ``followed by``,
-    ``and finally``, ``after that``, ``;``); a phrase is an event if it names a
-    type (click / chirp|sweep / noise|hiss|rumble / tone|beep).  An optional
-    preamble before ``:`` ("Three sounds:") gives the count; otherwise the count
-    is the number of parsed events.
-    """
-    text = caption.strip().rstrip(".").lower()
-    count = None
-    if ":" in text:
-        pre, text = text.split(":", 1)
-        m = re.search(r"\b(a single|single|one|two|three|four|five|\d+)\b", pre)
-        if m:
-            count = _to_int(m.group(1))
-    parts = re.split(r",?\s*\b(?:and then|and finally|followed by|then|finally|after that)\b\s*|;", text)
-    events = [ev for ev in map(_parse_phrase, parts) if ev]
-    return {"count": count if count is not None else len(events), "events": events}
-
-
-def attribute_accuracy(predicted_caption: str, scene: dict | list) -> dict:
-    """Score a caption against a scene (dict with ``"events"`` or the event list).
-
-    The caption is parsed with :func:`parse_caption`, and predicted events are
-    aligned to the true ones by event type in order (``difflib`` longest matching
-    blocks).  Returns a dict of accuracies in [0, 1]:
-
-    * ``count``    - 1.0 if the stated/parsed number of events is right, else 0.0
-    * ``types``    - aligned (same-type, in-order) events / max(#true, #predicted)
-    * ``variant``  - chirp direction and noise colour, over true chirps/noises
-    * ``pitch``    - pitch band, over true tones/chirps
-    * ``loudness`` - over all true events
-    * ``length``   - short/long, over true tones/chirps/noises
-    * ``n_clicks`` - click count, over true click trains
-    * ``overall``  - mean of the above that apply
-
-    Per-attribute scores count a true event as correct only if it is aligned
-    to a predicted event with the same value; attributes with no applicable
-    true event are ``None`` and left out of ``overall``.
-    """
-    true = scene["events"] if isinstance(scene, dict) else scene
-    pred = parse_caption(predicted_caption)
-    pev = pred["events"]
-    sm = difflib.SequenceMatcher(None, [e["type"] for e in true], [e["type"] for e in pev], autojunk=False)
-    pairs = {b.a + i: b.b + i for b in sm.get_matching_blocks() for i in range(b.size)}
-    out = {"count": float(pred["count"] == len(true)),
-           "types": len(pairs) / max(len(true), len(pev), 1)}
-    for attr in _ATTRS:
-        idx = [i for i, e in enumerate(true) if e.get(attr) is not None]
-        out[attr] = (sum(i in pairs and pev[pairs[i]][attr] == true[i][attr] for i in idx) / len(idx)
-                     if idx else None)
-    vals = [v for v in out.values() if v is not None]
-    out["overall"] = sum(vals) / len(vals)
-    return out
 
 
 def load_scenes(path: str | Path) -> dict[str, dict]:
