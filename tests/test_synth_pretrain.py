@@ -33,10 +33,6 @@ def test_column_labels_of_the_demo_scene():
     assert sweeps[1:8] == ["steady"] * 7 and set(sweeps[11:14]) == {"rising"}  # tone vs chirp on its own
     assert sweeps[0] is None and set(sweeps[17:23]) == {None}  # silence and noise: not applicable
     assert lab["clicks"][20] == IGNORE
-    ordinals = [_name("ordinal", v) for v in lab["ordinal"].tolist()]
-    assert ordinals[1:8] == ["1"] * 7 and set(ordinals[11:14]) == {"2"} and ordinals[17:23] == ["3"] * 6
-    assert [ordinals[c] for c in (26, 28, 29)] == ["4"] * 3
-    assert {ordinals[c] for c, k in enumerate(kinds) if k == "silence"} == {None}  # silence: not applicable
 
 
 def test_two_clicks_in_one_column_are_counted():

@@ -11,7 +11,7 @@
 # -> held-out scores before training -> training with the encoder frozen (one stage; STAGE2_STEPS adds one)
 # (trainable_params=full_frozen_encoder: the tiny Llama is trained from scratch too, a demo-only
 # mode; docs/demo_model.md says why) -> the merged model written to OUT -> held-out scores after
-# training -> a demo caption.
+# training -> the bundled clip's caption, scored.
 # Work files go to WORK (default runs/demo, git-ignored).
 set -euo pipefail
 
@@ -70,4 +70,5 @@ rm -rf "$OUT"
 mkdir -p imgs
 cp "$WORK/train/loss_curve.png" imgs/demo_loss_curve.png  # stage 1's curve
 du -sh "$OUT"
-"$PYTHON" quick_inference.py --base_model "$OUT" --audio data/example/demo_clip.wav --question "Describe the audio." --device cpu
+# the bundled clip as `make demo` captions it (seed 0) and greedily, each scored against its scene
+"$PYTHON" scripts/train/demo_helper.py clip --base_model "$OUT" --seeds 0 | tee "$WORK/clip.json"

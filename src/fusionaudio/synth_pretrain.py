@@ -19,10 +19,6 @@ state, per time column, what is sounding. Each of the encoder's time columns (16
 * ``sweep``    - steady / rising / falling (tones and chirps): tone against chirp on its own.
   ``kind`` alone does not teach it: most columns are silence, and a linear probe of an encoder
   pre-trained without ``sweep`` took about half of the held-out high tones' columns for a chirp.
-* ``ordinal``  - which event of the clip covers the column: 1st / 2nd / 3rd / 4th. A caption
-  names the events in order, so the LLM has to find "the k-th sound" among the columns; without
-  this label the encoder's columns say what sounds but not which event it is, and a tiny LLM
-  trained from scratch binds a later event's attributes to the wrong sound.
 
 Linear heads read the encoder's final features after the mean over mel rows (``pool()``
 without the divisor, which only scales them) and a cross-entropy per label trains every
@@ -57,7 +53,6 @@ LABELS = {
     "onset": ("no", "yes"),
     "clicks": ("0", "1", "2", "3"),
     "sweep": ("steady",) + CHIRP_DIRECTIONS,
-    "ordinal": ("1", "2", "3", "4"),
 }
 _LOAD_CHUNK = 256  # clips per front-end pass when loading a split
 _MIN_OVERLAP_S = 0.02  # less of an event than this in a column: the column is silence
@@ -75,18 +70,17 @@ def column_labels(scene: dict, num_columns: int = 64) -> dict[str, torch.Tensor]
         if lo >= scene["duration"]:
             break  # padding frames: silence, no onset
         best, best_overlap = None, _MIN_OVERLAP_S
-        for k, ev in enumerate(scene["events"]):
+        for ev in scene["events"]:
             overlap = min(hi, ev["start"] + ev["duration"]) - max(lo, ev["start"])
             if ev["type"] == "clicks":  # a click train is sparse: a column holding a click is its
                 overlap = COLUMN_S if any(lo <= t < hi for t in _click_times(ev)) else 0.0
             if overlap >= best_overlap:
-                best, best_overlap = (k, ev), overlap
+                best, best_overlap = ev, overlap
             if lo <= ev["start"] < hi:
                 out["onset"][c] = 1
         if best is None:
             continue
-        out["ordinal"][c] = min(best[0], len(LABELS["ordinal"]) - 1)
-        _set_event_labels(out, c, best[1], lo, hi)
+        _set_event_labels(out, c, best, lo, hi)
     return out
 
 
