@@ -145,13 +145,16 @@ def probe(base_model: str, data_dir: str, model_path: str | None = None, clips: 
     ``fusionaudio.synth_pretrain`` (kind, pitch, loudness) for held-out clips. Logistic
     regression fitted on ``train_clips`` test-split clips, scored on the rest. Stages: ``pool``
     (encoder, mean over mel rows), ``aggregator`` and ``audio_tokens`` (the 64 aggregator tokens
-    the Llama reads)."""
+    the Llama reads). Features are standardised on the fitted clips. ``kind_recall``: per event
+    type, the held-out columns of that type the ``pool`` probe names right, as "hits/columns"."""
     import numpy as np
     import torch
     from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     from fusionaudio.model.loading import load_model
-    from fusionaudio.synth_pretrain import IGNORE, load_split
+    from fusionaudio.synth_pretrain import IGNORE, LABELS, load_split
 
     model, _ = load_model(base_model, model_path)
     model.eval()
@@ -168,8 +171,12 @@ def probe(base_model: str, data_dir: str, model_path: str | None = None, clips: 
         for name in ("kind", "pitch", "loudness"):
             y = lab[name].reshape(-1).numpy()
             fit, score = first & (y != IGNORE), ~first & (y != IGNORE)
-            clf = LogisticRegression(max_iter=2000).fit(x[fit], y[fit])
+            clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000)).fit(x[fit], y[fit])
             out[stage][name] = round(float(clf.score(x[score], y[score])), 3)
+            if stage == "pool" and name == "kind":
+                guess, truth = clf.predict(x[score]), y[score]
+                out["kind_recall"] = {kind: f"{int((guess[truth == i] == i).sum())}/{int((truth == i).sum())}"
+                                      for i, kind in enumerate(LABELS["kind"])}
     return out
 
 
