@@ -180,16 +180,17 @@ def probe(base_model: str, data_dir: str, model_path: str | None = None, clips: 
     return out
 
 
-def clip(base_model: str, model_path: str | None = None, seeds=(0,),
-         audio: str = "data/example/demo_clip.wav") -> dict:
+def clip(base_model: str, model_path: str | None = None, seeds=(0,), audio: str | None = None) -> dict:
     """The bundled clip's caption under greedy decoding and under quick_inference's seeded sampling
     (``make demo`` is seed 0), each with its attribute accuracy against ``synth.DEMO_SCENE``;
-    ``all_right``: every attribute of every caption right."""
+    ``all_right``: every attribute of every caption right. ``audio``: default the bundled
+    ``data/example/demo_clip.wav``."""
     from fusionaudio.cli import quick_inference_parser, run_quick_inference
     from fusionaudio.synth import DEMO_SCENE
     from fusionaudio.synth_score import attribute_accuracy
 
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
+    audio = audio or str(Path(__file__).resolve().parents[2] / "data" / "example" / "demo_clip.wav")
     model = ["--base_model", base_model] + (["--model_path", model_path] if model_path else [])
     runs = [("greedy", ["--greedy"])] + [(f"seed {s}", ["--seed", str(s)]) for s in seeds]
     out = {}
