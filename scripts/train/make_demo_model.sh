@@ -2,8 +2,8 @@
 # Train the bundled demo model on the synthetic sound scenes, reproducibly (seeded), on CPU,
 # and write it to src/fusionaudio/assets/demo_model/ (a complete base directory, 5.4 MB).
 #
-#   scripts/train/make_demo_model.sh            # about 75 min with 2 CPU threads (measured: data + encoder
-#                                               # 11 min; training 1.66 steps/s, ~60 min, when nothing else runs)
+#   scripts/train/make_demo_model.sh            # about 52 min with 2 CPU threads (measured: data + encoder
+#                                               # 8 min; training 2.3 steps/s, 43 min, when nothing else runs)
 #
 # Steps: synthetic data (fusionaudio.synth) -> a small base model whose tokenizer is trained on
 # the synthetic texts and whose audio encoder is pre-trained on the clips' per-column labels
