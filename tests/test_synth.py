@@ -88,12 +88,6 @@ def test_own_captions_score_perfectly(gen):
         assert all(v in (None, 1.0) for v in acc.values())
 
 
-
-
-
-
-
-
 def test_captions_name_each_value_with_one_word():
     """Every attribute value has exactly one wording in captions: a synonym set (quiet/soft/
     faint against loud) would split a value's probability over several tokens and bias a
