@@ -3,15 +3,24 @@
 
     python quick_inference.py --base_model DIR --model_path CKPT --audio a.wav --question "..."
 
-Also importable: ``from quick_inference import FusionAudioInference``.
+Also importable: ``from quick_inference import FusionAudioInference`` (imported on use, so ``--help``
+does not load torch).
 """
 
 import sys
 
-from fusionaudio.cli import quick_inference_main
-from fusionaudio.inference import FusionAudioInference
-
 __all__ = ["FusionAudioInference"]
 
+
+def __getattr__(name):
+    if name == "FusionAudioInference":
+        from fusionaudio.gama.inference import FusionAudioInference
+
+        return FusionAudioInference
+    raise AttributeError(f"module 'quick_inference' has no attribute {name!r}")
+
+
 if __name__ == "__main__":
+    from fusionaudio.infer.quick import quick_inference_main
+
     sys.exit(quick_inference_main())

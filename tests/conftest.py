@@ -24,7 +24,7 @@ def reference_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_base_dir(tmp_path_factory) -> Path:
     """A tiny reference-format base directory (sharded .bin, random weights, trained tokenizer)."""
-    from fusionaudio.tiny import make_reference_base_dir
+    from fusionaudio.gama.tiny import make_reference_base_dir
 
     return make_reference_base_dir(tmp_path_factory.mktemp("tiny_base"), "tiny", seed=0, llm_init_std=0.2)
 
@@ -34,7 +34,7 @@ def tiny_model(tiny_base_dir):
     """(model, tokenizer) of the tiny base directory with random (non-zero) LoRA weights."""
     import torch
 
-    from fusionaudio.model.loading import load_model
+    from fusionaudio.gama.loading import load_model
 
     model, tok = load_model(tiny_base_dir)
     torch.manual_seed(1)

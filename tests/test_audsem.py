@@ -10,9 +10,10 @@ import soundfile as sf
 import torch
 
 from fusionaudio.audio import AudioError
-from fusionaudio.audsem import AudSemThinkerInference, OmniAudioProcessor, detect_arch, load_thinker
+from fusionaudio.audsem import AudSemThinkerInference, OmniAudioProcessor, load_thinker
+from fusionaudio.inference import detect_arch
 from fusionaudio.audsem.config import CAPTION_INSTRUCTION, SYSTEM_PROMPT
-from fusionaudio.audsem.model import build_conversation
+from fusionaudio.audsem.processor import build_conversation
 from fusionaudio.audsem.tiny import build_tiny_checkpoint
 from fusionaudio.audsem.train import IGNORE_INDEX, RecordError, add_lora, build_batch, load_records, mean_loss, train
 
@@ -76,8 +77,8 @@ def test_detect_arch(ckpts, tmp_path):
 
 
 def test_detect_arch_knows_every_layout_this_project_writes(ckpts, tiny_base_dir, tmp_path):
-    from fusionaudio.inference import DEMO_MODEL_DIR
-    from fusionaudio.model.loading import convert
+    from fusionaudio.gama.inference import DEMO_MODEL_DIR
+    from fusionaudio.gama.loading import convert
 
     assert detect_arch(DEMO_MODEL_DIR) == "gama"  # the bundled demo model
     assert detect_arch(convert(str(tiny_base_dir), str(tmp_path / "converted"))) == "gama"
@@ -131,7 +132,7 @@ def test_adapter_with_transformers_4x_names_loads_every_tensor(ckpts, tmp_path):
     d = tmp_path / "adapter_4x"
     tuned.peft_config["default"].save_pretrained(str(d))
     save_file({k: v.contiguous() for k, v in old.items()}, str(d / "adapter_model.safetensors"))
-    from fusionaudio.audsem.model import _apply_adapter
+    from fusionaudio.audsem.adapter import apply_adapter as _apply_adapter
 
     loaded = _apply_adapter(load_thinker(ckpts["thinker"]), d)
     got = get_peft_model_state_dict(loaded)
@@ -222,10 +223,10 @@ def test_user_text_never_becomes_qwen_control_tokens(ckpts):
 
 
 def test_prompt_has_system_prompt_audio_and_instruction(engine):
-    prompt = engine._prompt("What is it?", has_audio=True)
+    prompt = engine.prompt("What is it?", has_audio=True)
     assert prompt.startswith("<|im_start|>system\n" + SYSTEM_PROMPT + "<|im_end|>\n<|im_start|>user\n<|audio_bos|><|AUDIO|><|audio_eos|>")
     assert (CAPTION_INSTRUCTION + " Question: What is it?<|im_end|>\n<|im_start|>assistant\n") in prompt
-    assert "<|AUDIO|>" not in engine._prompt("Hi", has_audio=False)
+    assert "<|AUDIO|>" not in engine.prompt("Hi", has_audio=False)
 
 
 # --------------------------------------------------------------------------------------- generation
@@ -312,7 +313,7 @@ def test_lora_sft_lowers_the_loss_and_saves_a_usable_adapter(ckpts):
 
 
 def test_resampler_defaults_to_sinc_and_is_validated(ckpts, engine):
-    from fusionaudio.audsem.model import load_audio
+    from fusionaudio.audsem.processor import load_audio
 
     assert engine.resampler == "sinc"
     noise = str(ckpts["audio"] / "noise.wav")  # 22.05 kHz: resampled

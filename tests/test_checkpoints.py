@@ -1,4 +1,4 @@
-"""Checkpoint files and configs (fusionaudio.model.checkpoints): values, malformed files, remote code."""
+"""Checkpoint files and configs (fusionaudio.gama.checkpoints): values, malformed files, remote code."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from fusionaudio.model.loading import CheckpointError, load_model, save_local
-from fusionaudio.tiny import reference_finetuned_state
+from fusionaudio.gama.loading import CheckpointError, load_model, save_local
+from fusionaudio.gama.tiny import reference_finetuned_state
 
 from test_loading import _with_lora
 
@@ -82,7 +82,7 @@ def test_malformed_configs_and_files_name_the_file_and_problem(tiny_base_dir, tm
 
 
 def test_the_value_check_opt_out_reaches_the_command_lines(tiny_base_dir, tmp_path):
-    from fusionaudio.cli import quick_inference_parser
+    from fusionaudio.infer.quick import quick_inference_parser
     from fusionaudio.infer.cli import build_parser
     from fusionaudio.inference import create_inference
 

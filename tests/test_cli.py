@@ -17,8 +17,8 @@ def _run(*args, timeout=300):
 
 
 def test_cli_json_batch_with_finetuned_checkpoint(tiny_base_dir, tiny_model, audio_files, tmp_path):
-    from fusionaudio.inference import FusionAudioInference
-    from fusionaudio.tiny import reference_finetuned_state
+    from fusionaudio.gama.inference import FusionAudioInference
+    from fusionaudio.gama.tiny import reference_finetuned_state
 
     model, _ = tiny_model
     ckpt = tmp_path / "fusionaudio_checkpoint.pth"
@@ -84,7 +84,8 @@ def test_cli_audsemthinker_arch_is_detected_and_structured(audio_files, tmp_path
 def test_folder_expansion_reports_what_it_skipped(tmp_path):
     import pytest
 
-    from fusionaudio.cli import UsageError, expand_audio_args
+    from fusionaudio.errors import UsageError
+    from fusionaudio.audio.decode import expand_audio_args
 
     for name in ("a.au", "b.caf", "c.w64", "notes.txt"):
         (tmp_path / name).write_bytes(b"x")
@@ -102,7 +103,7 @@ def test_folder_expansion_reports_what_it_skipped(tmp_path):
 
 
 def test_an_existing_path_named_empty_is_audio(tiny_base_dir, audio_files, tmp_path, monkeypatch, capsys):
-    from fusionaudio.cli import quick_inference_main
+    from fusionaudio.infer.quick import quick_inference_main
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "empty").write_bytes(audio_files[0].read_bytes())
@@ -117,8 +118,8 @@ def test_an_existing_path_named_empty_is_audio(tiny_base_dir, audio_files, tmp_p
 
 
 def test_json_prints_every_input_and_fails_when_one_did(tiny_base_dir, audio_files, tmp_path, capsys):
-    from fusionaudio.cli import quick_inference_main
-    from fusionaudio.inference import FusionAudioInference
+    from fusionaudio.infer.quick import quick_inference_main
+    from fusionaudio.gama.inference import FusionAudioInference
 
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"RIFF....WAVEnope")
@@ -140,8 +141,8 @@ def test_bundled_demo_model_gets_its_clip_right():
     """`make demo` (seeded sampling) and greedy decoding name every event of the bundled clip
     right: its type, pitch, loudness, length, the chirp's direction, the noise colour and the
     click count (scored against the scene the clip was rendered from)."""
-    from fusionaudio.synth import DEMO_SCENE
-    from fusionaudio.synth_score import attribute_accuracy
+    from fusionaudio.demo.scenes import DEMO_SCENE
+    from fusionaudio.demo.score import attribute_accuracy
 
     for flags in (["--seed", "0"], ["--greedy"]):
         proc = _run("--audio", REPO / "data" / "example" / "demo_clip.wav", "--question", "Describe the audio.",

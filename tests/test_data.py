@@ -1,4 +1,4 @@
-"""Tests for fusionaudio.data: loading, validation report, select_records."""
+"""Tests for fusionaudio.gama.data: loading, validation report, select_records."""
 
 import json
 from pathlib import Path
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fusionaudio.data import (DataValidationError, load_records, resolve_audio_path, select_records,
-                              validate_records)
+from fusionaudio.records import RecordError, load_records
+from fusionaudio.gama.data import resolve_audio_path, select_records, validate_records
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +41,7 @@ def test_load_json_and_jsonl(folder):
 def test_jsonl_bad_line_named(folder):
     p = folder / "d.jsonl"
     p.write_text(json.dumps(_rec()) + "\n\n" + '{"audio_id": "a.wav", oops}\n' + json.dumps(_rec()) + "\n")
-    with pytest.raises(DataValidationError, match="line 3"):
+    with pytest.raises(RecordError, match="line 3"):
         load_records(p)
     recs, report = select_records(p, skip_bad=True)
     assert len(recs) == 2 and report.ok_indices == [0, 2]
@@ -52,7 +52,7 @@ def test_jsonl_bad_line_named(folder):
 def test_broken_json_list_names_line(folder):
     p = folder / "d.json"
     p.write_text('[\n {"audio_id": "a.wav",\n  "instruction": }\n]')
-    with pytest.raises(DataValidationError, match="line 3"):
+    with pytest.raises(RecordError, match="line 3"):
         load_records(p)
 
 
@@ -124,7 +124,7 @@ def test_resolve_audio_path(tmp_path):
 def test_select_records_raises_with_first_20(folder):
     recs = [_rec()] + [_rec(f"missing_{i}.wav") for i in range(25)]
     p = _write_json(folder / "d.json", recs)
-    with pytest.raises(DataValidationError) as ei:
+    with pytest.raises(RecordError) as ei:
         select_records(p, report_dir=folder / "rep")
     msg = str(ei.value)
     assert msg.startswith("25 bad records") and "missing_19.wav" in msg and "missing_20.wav" not in msg
@@ -147,7 +147,7 @@ def test_select_records_skip_bad(folder):
 
 def test_select_records_nothing_usable(folder):
     p = _write_json(folder / "d.json", [_rec("missing.wav")])
-    with pytest.raises(DataValidationError, match="no usable records"):
+    with pytest.raises(RecordError, match="no usable records"):
         select_records(p, skip_bad=True)
 
 
@@ -161,7 +161,7 @@ def test_text_that_cannot_be_a_path_or_utf8_is_a_bad_record(folder):
     recs = [_rec(), _rec("audio/\udcff.wav"), _rec("a\x00b.wav"), _rec(output="bad \ud800 text")]
     p = folder / "d.json"
     p.write_text(json.dumps(recs))  # json escapes the lone surrogates as \udcff, \ud800
-    with pytest.raises(DataValidationError) as ei:
+    with pytest.raises(RecordError) as ei:
         select_records(p, report_dir=folder / "rep")
     reasons = {b.index: b.reason for b in ei.value.report.bad}
     assert set(reasons) == {1, 2, 3}
@@ -180,5 +180,5 @@ def test_non_utf8_bytes_are_named(folder):
     assert "line 2 is not UTF-8" in report.bad[0].reason
     q = folder / "d.json"
     q.write_bytes(b"[" + good.replace(b"a.wav", b"\xff.wav") + b"]")
-    with pytest.raises(DataValidationError, match=r"d.json: the file is not UTF-8 text \(bad byte at offset"):
+    with pytest.raises(RecordError, match=r"d.json: the file is not UTF-8 text \(bad byte at offset"):
         load_records(q)

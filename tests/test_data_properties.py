@@ -1,12 +1,12 @@
 """Property-based tests (hypothesis) of record validation: any JSON value in, a verdict per record
-out, never an exception; the verdict agrees with the record format stated in fusionaudio.data."""
+out, never an exception; the verdict agrees with the record format stated in fusionaudio.gama.data."""
 
 import json
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from fusionaudio.data import select_records, validate_records
+from fusionaudio.gama.data import select_records, validate_records
 
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
 SCALARS = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | TEXT

@@ -1,7 +1,6 @@
-"""Our retrieval metrics by hand, batching, and a tiny random CLAP end to end (evaluate + fine-tune).
-
-The entry point ``fusionaudio.evaluate.retrieval`` re-exports ``fusionaudio.retrieval``; the WavCaps
+"""Our retrieval metrics by hand, batching, and a tiny random CLAP end to end (evaluate + fine-tune); the WavCaps
 protocol is tested in test_retrieval_*.py."""
+
 
 import json
 import random
@@ -11,7 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from fusionaudio.evaluate import retrieval as ret
+from fusionaudio.retrieval import evaluate as ret_eval
+from fusionaudio.retrieval import metrics as ret_metrics
+from fusionaudio.retrieval import pairs as ret_pairs
 from fusionaudio.evaluate.records import EvalInputError
 
 
@@ -19,7 +20,7 @@ def test_metrics_on_3x3_by_hand():
     sim = np.array([[0.9, 0.1, 0.3],
                     [0.2, 0.4, 0.8],
                     [0.5, 0.6, 0.7]])
-    m = ret.retrieval_metrics(sim, [0, 1, 2], ks=(1, 2, 5))
+    m = ret_metrics.retrieval_metrics(sim, [0, 1, 2], ks=(1, 2, 5))
     # t2a ranks of the true audio: 1, 2, 1 ; a2t ranks of the true caption: 1, 2 (text2 > text1), 2 (text1 > text2)
     assert m["t2a_R@1"] == pytest.approx(2 / 3) and m["t2a_R@2"] == 1.0 and m["t2a_R@5"] == 1.0
     assert m["t2a_mAP@10"] == pytest.approx((1 + 1 / 2 + 1) / 3)
@@ -30,32 +31,32 @@ def test_metrics_on_3x3_by_hand():
 def test_several_captions_per_clip():
     # texts 0,1 -> audio 0 ; texts 2,3 -> audio 1
     sim = np.array([[0.9, 0.3], [0.1, 0.5], [0.8, 0.4], [0.2, 0.6]])
-    m = ret.retrieval_metrics(sim, [0, 0, 1, 1], ks=(1,))
+    m = ret_metrics.retrieval_metrics(sim, [0, 0, 1, 1], ks=(1,))
     # a2t audio 0 ranks texts 0(+) 2 3 1(+) -> AP (1 + 2/4)/2 ; audio 1 ranks 3(+) 1 2(+) 0 -> AP (1 + 2/3)/2
     assert m["a2t_mAP@10"] == pytest.approx((0.75 + 5 / 6) / 2)
     assert m["a2t_R@1"] == 1.0
     # t2a ranks of the true audio: text0 1, text1 2, text2 2, text3 1
     assert m["t2a_R@1"] == pytest.approx(2 / 4) and m["t2a_mAP@10"] == pytest.approx((1 + 0.5 + 0.5 + 1) / 4)
-    assert ret.retrieval_metrics(sim, [0, 0, 1, 1], map_k=1)["a2t_mAP@1"] == 1.0
+    assert ret_metrics.retrieval_metrics(sim, [0, 0, 1, 1], map_k=1)["a2t_mAP@1"] == 1.0
 
 
 def test_ties_rank_pessimistically_and_cutoff():
-    m = ret.retrieval_metrics(np.zeros((3, 3)), [0, 1, 2])
+    m = ret_metrics.retrieval_metrics(np.zeros((3, 3)), [0, 1, 2])
     assert m["t2a_R@1"] == 0.0 and m["a2t_R@1"] == 0.0
     sim = -np.eye(12)[:, ::-1] - np.arange(12)[None, :] * 1e-3  # text 0's audio 0 ranks 1st..., text 11 ranks 12th
-    rel = ret.ranked_relevance(sim[0], np.arange(12) == 11)
-    assert list(rel).index(True) == 11 and ret.query_metrics(rel)["mAP@10"] == 0.0
+    rel = ret_metrics.ranked_relevance(sim[0], np.arange(12) == 11)
+    assert list(rel).index(True) == 11 and ret_metrics.query_metrics(rel)["mAP@10"] == 0.0
 
 
 def test_collect_pairs_and_missing_audio(tmp_path):
     recs = [{"audio_id": "a.wav", "output": "x"}, {"audio_id": "b.wav", "output": ["y", "z"]},
             {"audio_id": "a.wav", "output": "w"}]
-    ids, caps, t2a = ret.collect_pairs(recs, "f.json")
+    ids, caps, t2a = ret_pairs.collect_pairs(recs, "f.json")
     assert ids == ["a.wav", "b.wav"] and caps == ["x", "y", "z", "w"] and t2a == [0, 1, 1, 0]
     with pytest.raises(EvalInputError, match="audio_id 'a.wav' not found"):
-        ret.resolve_audio_paths(ids, str(tmp_path), "f.json")
+        ret_pairs.resolve_audio_paths(ids, str(tmp_path), "f.json")
     (tmp_path / "a.wav").write_bytes(b"")
-    assert ret.resolve_audio_paths(["a.wav"], "", str(tmp_path / "f.json")) == [str(tmp_path / "a.wav")]
+    assert ret_pairs.resolve_audio_paths(["a.wav"], "", str(tmp_path / "f.json")) == [str(tmp_path / "a.wav")]
 
 
 def test_unique_audio_batches():
@@ -118,7 +119,7 @@ def test_clap_dual_encoder_and_evaluate(tiny_setup):
     audio = enc.encode_audio([str(root / "clip0.wav"), np.zeros(8000, np.float32)])
     assert text.shape == (3, 16) and audio.shape == (2, 16)
     np.testing.assert_allclose(np.linalg.norm(text, axis=1), 1, atol=1e-5)
-    res = ret.evaluate_retrieval(str(root / "caps.json"), model_dir, str(root / "ret.json"))  # ids relative to it
+    res = ret_eval.evaluate_retrieval(str(root / "caps.json"), model_dir, str(root / "ret.json"))  # ids relative to it
     m = res["metrics"]
     assert res["meta"]["n_audios"] == 3 and res["meta"]["n_captions"] == 6
     assert set(m) == {f"{d}_{k}" for d in ("t2a", "a2t") for k in ("R@1", "R@5", "R@10", "mAP@10")}
@@ -148,14 +149,12 @@ def test_contrastive_finetune_cli(tiny_setup, tmp_path, monkeypatch, capsys):
     assert not np.allclose(before, after)  # the weights moved and were saved
 
 
-def test_cli_evaluate_clap_and_legacy_module(tiny_setup, tmp_path, monkeypatch, capsys):
-    from fusionaudio import retrieval_model
+def test_cli_evaluate_clap_by_default(tiny_setup, tmp_path, monkeypatch, capsys):
     from fusionaudio.retrieval.cli import main
 
     root, model_dir = tiny_setup
     out = tmp_path / "clap.ret.json"
-    monkeypatch.setattr(sys, "argv", ["x", "--input", str(root / "caps.json"), "--model_dir", model_dir,
+    monkeypatch.setattr(sys, "argv", ["x", "evaluate", "--input", str(root / "caps.json"), "--model_dir", model_dir,
                                       "--output", str(out)])
-    ret.main()  # python -m fusionaudio.evaluate.retrieval: the old entry point, --arch clap by default
+    main()  # python -m fusionaudio.retrieval evaluate: --arch clap by default
     assert "t2a_R@1" in capsys.readouterr().out and json.loads(out.read_text())["meta"]["protocol"] == "dcase"
-    assert retrieval_model.main is main and retrieval_model.train.__module__ == "fusionaudio.retrieval.clap_train"

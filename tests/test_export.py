@@ -8,9 +8,9 @@ import torch
 from safetensors import safe_open
 
 from fusionaudio.cli import main
-from fusionaudio.model.keymap import reference_to_local
-from fusionaudio.model.loading import load_model
-from fusionaudio.tiny import reference_finetuned_state
+from fusionaudio.gama.keymap import reference_to_local
+from fusionaudio.gama.loading import load_model
+from fusionaudio.gama.tiny import reference_finetuned_state
 
 
 def _finetuned(tiny_base_dir, tmp_path):
@@ -70,7 +70,7 @@ def test_export_without_merge_is_convert_and_bf16_export(tiny_base_dir, tmp_path
 
 
 def test_audsemthinker_merged_export_gives_the_same_logits(tmp_path):
-    from fusionaudio.audsem.model import load_thinker
+    from fusionaudio.audsem.loading import load_thinker
     from fusionaudio.audsem.tiny import build_tiny_checkpoint
     from fusionaudio.audsem.train import add_lora
 

@@ -15,6 +15,7 @@ import pytest
 import soundfile as sf
 
 from fusionaudio import infer
+from fusionaudio.commands import parse_bool
 
 REPO = Path(__file__).resolve().parents[1]
 GREEDY = ["--do_sample", "False", "--max_new_tokens", "16", "--device", "cpu"]
@@ -60,7 +61,7 @@ def single_run(dataset, tiny_base_dir, tmp_path_factory):
 
 
 def test_end_to_end_order_errors_and_predictions(dataset, single_run, tiny_base_dir):
-    from fusionaudio.inference import FusionAudioInference, Request
+    from fusionaudio.gama.inference import FusionAudioInference, Request
 
     path, records = dataset
     code, out = single_run
@@ -169,7 +170,7 @@ def test_record_ids_and_bool_options():
     rec = {"audio_id": "a.wav", "instruction": "x", "output": "y"}
     assert infer.record_id(4, rec) == infer.record_id(4, dict(reversed(list(rec.items()))))
     assert infer.record_id(4, rec) != infer.record_id(5, rec) != infer.record_id(4, {**rec, "output": "z"})
-    assert infer.parse_bool("False") is False and infer.parse_bool("TRUE") is True
+    assert parse_bool("False") is False and parse_bool("TRUE") is True
     args = infer.build_parser().parse_args(["--json_input", "i", "--json_output", "o", "--do_sample", "false"])
     assert args.do_sample is False and infer.generation_options(args)["temperature"] == 0.1  # reference default
     args = infer.build_parser().parse_args(["--json_input", "i", "--json_output", "o"])
@@ -198,7 +199,7 @@ def test_infer_sh_builds_the_commands():
 def _complete_entries(work: Path) -> list[dict]:
     entries = []
     for shard in sorted(work.glob("shard-*.jsonl")):
-        lines, _ = infer._complete_lines(shard.read_bytes())
+        lines, _ = infer.complete_lines(shard.read_bytes())
         entries += [json.loads(x) for x in lines if x.strip()]
     return entries
 
@@ -244,7 +245,7 @@ def test_sigkill_mid_run_then_resume_loses_and_repeats_nothing(tmp_path, tiny_ba
     before = _complete_entries(work)
     assert 4 <= len(before) < len(records), "the kill did not land mid-run"
     print(f"SIGKILL after {len(before)} of {len(records)} records; torn tail bytes per shard: "
-          f"{[infer._complete_lines(p.read_bytes())[1] for p in sorted(work.glob('shard-*.jsonl'))]}")
+          f"{[infer.complete_lines(p.read_bytes())[1] for p in sorted(work.glob('shard-*.jsonl'))]}")
     assert not out.exists()
     # a torn write, as a kill during write() leaves it (also covers a kill that landed mid-line)
     with open(work / "shard-0.jsonl", "ab") as f:

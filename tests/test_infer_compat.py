@@ -23,13 +23,13 @@ def clips(tmp_path_factory, audio_files):
 
 @pytest.fixture(scope="module")
 def engine(tiny_base_dir):
-    from fusionaudio.inference import FusionAudioInference
+    from fusionaudio.gama.inference import FusionAudioInference
 
     return FusionAudioInference(tiny_base_dir, device="cpu")
 
 
 def _answers(engine, pairs, **gen):
-    from fusionaudio.inference import Request
+    from fusionaudio.gama.inference import Request
 
     requests = [Request(q, None if p is None else engine.load_audio(p)[0]) for p, q in pairs]
     return engine.generate(requests, batch_size=1, do_sample=False, max_new_tokens=5, **gen)

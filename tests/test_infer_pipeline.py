@@ -19,7 +19,7 @@ GREEDY = ["--do_sample", "False", "--max_new_tokens", "6", "--device", "cpu", "-
 
 @pytest.fixture(scope="module")
 def engine(tiny_base_dir):
-    from fusionaudio.inference import FusionAudioInference
+    from fusionaudio.gama.inference import FusionAudioInference
 
     return FusionAudioInference(tiny_base_dir, device="cpu")
 
@@ -48,7 +48,7 @@ def _run(path, out, base, *extra):
 
 
 def _expected(engine, path, records, indices):
-    from fusionaudio.inference import Request
+    from fusionaudio.gama.inference import Request
 
     requests = []
     for i in indices:
@@ -115,7 +115,7 @@ def test_prompt_longer_than_positions_is_that_records_error(tiny_base_dir, tmp_p
 
 
 def test_api_refuses_a_prompt_longer_than_positions(engine):
-    from fusionaudio.inference import Request
+    from fusionaudio.gama.inference import Request
 
     with pytest.raises(ValueError, match="prompt too long"):
         engine.generate([Request("fi " * 20000, None)], do_sample=False, max_new_tokens=4)
@@ -137,7 +137,7 @@ def test_batches_group_prompt_lengths_and_keep_audio_apart():
 
 def test_finished_batch_stops_early(engine):
     """All rows reach eos at step 1: generation ends there instead of running max_new_tokens steps."""
-    from fusionaudio.inference import Request
+    from fusionaudio.gama.inference import Request
 
     calls = []
     hook = engine.model.llm.model.register_forward_hook(lambda *a: calls.append(1))

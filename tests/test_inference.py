@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fusionaudio.inference import FusionAudioInference, Request
-from fusionaudio.prompts import build_prompt
+from fusionaudio.gama.inference import FusionAudioInference, Request
+from fusionaudio.gama.prompts import build_prompt
 
 QUESTIONS = ["Describe the audio.", "How many sounds are there and which one comes first?", "Is it loud?"]
 
@@ -91,7 +91,7 @@ def test_bad_audio_raises_named_error(engine, tmp_path):
 
 def test_repetition_penalty_covers_the_prompt_not_the_padding():
     """As in the reference (whose generate sees the prompt ids), the prompt's tokens are penalised too."""
-    from fusionaudio.inference import PromptRepetitionPenalty
+    from fusionaudio.gama.inference import PromptRepetitionPenalty
 
     proc = PromptRepetitionPenalty(2.0, torch.tensor([[0, 0, 5, 6], [4, 5, 6, 3]]),
                                    torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]]))

@@ -10,10 +10,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from fusionaudio.model import GamaConfig, GamaForCausalLM, load_model
-from fusionaudio.model.keymap import local_to_reference, reference_to_local
-from fusionaudio.model.loading import CheckpointError, load_finetuned, load_state_file, save_local
-from fusionaudio.tiny import reference_finetuned_state, reference_state_dict, train_tokenizer, write_reference_config
+from fusionaudio.gama import GamaConfig, GamaForCausalLM, load_model
+from fusionaudio.gama.keymap import local_to_reference, reference_to_local
+from fusionaudio.gama.loading import CheckpointError, load_finetuned, save_local
+from fusionaudio.loading.weights import load_state_file
+from fusionaudio.gama.tiny import reference_finetuned_state, reference_state_dict, train_tokenizer, write_reference_config
 
 from conftest import reference_dir
 
@@ -113,7 +114,7 @@ def test_manifest_base_and_finetuned_load_into_the_right_parameters(tmp_path, ca
 
 
 def _tiny_reference_dir(tmp_path, weights="bin"):
-    from fusionaudio.tiny import make_reference_base_dir
+    from fusionaudio.gama.tiny import make_reference_base_dir
 
     return make_reference_base_dir(tmp_path / "tiny", "tiny", seed=3, weights=weights)
 
@@ -144,8 +145,8 @@ def test_partial_lora_is_an_error(tiny_base_dir, tmp_path):
 
 def _with_lora(base_dir, r=8, alpha=16, targets=("q_proj", "v_proj")):
     """A model on ``base_dir`` with random LoRA of the given shape (audio side as in the base)."""
-    from fusionaudio.model.config import LoraSettings
-    from fusionaudio.model.loading import load_base
+    from fusionaudio.gama.config import LoraSettings
+    from fusionaudio.gama.loading import load_base
 
     model = load_base(base_dir, lora=False)
     model.enable_lora(LoraSettings(r=r, alpha=alpha, dropout=0.0, target_modules=list(targets)))
@@ -203,7 +204,7 @@ def test_peft_adapter_directory_reads_its_config(tiny_base_dir, tmp_path, weight
 
 def test_checkpoint_without_lora_runs_without_lora(tiny_base_dir, tmp_path):
     """GAMA's stage 1 trains the audio side only: the checkpoint has no LoRA, the model none either."""
-    from fusionaudio.model.loading import load_base
+    from fusionaudio.gama.loading import load_base
 
     ref = load_base(tiny_base_dir, lora=False).eval()
     with torch.no_grad():
@@ -219,7 +220,7 @@ def test_checkpoint_without_lora_runs_without_lora(tiny_base_dir, tmp_path):
 @pytest.mark.parametrize("lora", [None, {"r": 8, "alpha": 16, "dropout": 0.05, "target_modules": ["dummy"]}])
 def test_own_checkpoint_without_lora_loads(tiny_base_dir, tmp_path, lora):
     """This project's training output for a no-LoRA run (lora null or target_modules ['dummy'])."""
-    from fusionaudio.model.loading import load_base
+    from fusionaudio.gama.loading import load_base
 
     ref = load_base(tiny_base_dir, lora=False).eval()
     with torch.no_grad():
@@ -319,8 +320,8 @@ def test_legacy_pickle_format_loads(tmp_path):
 def test_finetuned_config_sets_lora_shape_and_fusion(tiny_base_dir, tmp_path):
     """A checkpoint trained with other LoRA settings / aggregator fusion than its base loads
     with those settings (read from the fusionaudio_config.json beside it)."""
-    from fusionaudio.model.config import LoraSettings
-    from fusionaudio.model.loading import load_base
+    from fusionaudio.gama.config import LoraSettings
+    from fusionaudio.gama.loading import load_base
 
     model = load_base(tiny_base_dir, lora=False)
     model.config.aggregator.fusion = "cross_attention"
@@ -347,7 +348,7 @@ def test_finetuned_config_sets_lora_shape_and_fusion(tiny_base_dir, tmp_path):
 
 def test_lora_injected_after_load_base_still_counts_the_base(tiny_base_dir, tmp_path):
     """Training builds load_base(lora=False) + enable_lora, then loads a checkpoint on top."""
-    from fusionaudio.model.loading import load_base
+    from fusionaudio.gama.loading import load_base
 
     model = _with_lora(tiny_base_dir)
     state = {k: v.contiguous() for k, v in model.state_dict().items() if ".lora_" in k}

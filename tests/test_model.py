@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fusionaudio.model import GamaConfig, GamaForCausalLM
+from fusionaudio.gama import GamaConfig, GamaForCausalLM
 
 
 def _fbank(batch: int, seed: int = 0) -> torch.Tensor:

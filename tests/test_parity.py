@@ -10,8 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from fusionaudio.model import GamaConfig, load_model
-from fusionaudio.tiny import make_reference_base_dir
+from fusionaudio.gama import GamaConfig, load_model
+from fusionaudio.gama.tiny import make_reference_base_dir
 
 
 def _ln(x, S, p, eps):

@@ -60,7 +60,7 @@ def test_end_to_end_outputs(clean_run):
 
 
 def test_records_are_training_data(clean_run):
-    from fusionaudio.data import select_records
+    from fusionaudio.gama.data import select_records
 
     cfg, summary = clean_run
     records, report = select_records(cfg.output_dir / "records.jsonl", deep=True)

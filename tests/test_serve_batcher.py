@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from fusionaudio.audio import load_fbank
-from fusionaudio.inference import Request, create_inference
+from fusionaudio.gama.inference import Request
+from fusionaudio.inference import create_inference
 from fusionaudio.serve.backend import GamaBackend, GenSettings, Job, _cut_at_stop, _held_back
 from fusionaudio.serve.batcher import Batcher
 

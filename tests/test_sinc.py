@@ -1,4 +1,4 @@
-"""Tests for the bounded-memory sinc resampler (fusionaudio.sinc) and the accepted rate range."""
+"""Tests for the bounded-memory sinc resampler (fusionaudio.audio.sinc) and the accepted rate range."""
 
 import math
 
@@ -7,7 +7,8 @@ import pytest
 import soundfile as sf
 import torch
 
-from fusionaudio import audio, sinc
+from fusionaudio import audio
+from fusionaudio.audio import sinc
 from fusionaudio.audio import AudioError
 
 

@@ -1,4 +1,4 @@
-"""Tests for fusionaudio.synth: determinism, split, records, caption scoring, audio content."""
+"""Tests for fusionaudio.demo.scenes: determinism, split, records, caption scoring, audio content."""
 
 import json
 import time
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fusionaudio import synth, synth_score
-from fusionaudio.data import select_records, validate_records
+from fusionaudio.demo import scenes as synth
+from fusionaudio.demo import score as synth_score
+from fusionaudio.gama.data import select_records, validate_records
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from fusionaudio import synth
-from fusionaudio.model.config import AudioEncoderConfig
-from fusionaudio.model.audio_encoder import CavMaeAudioEncoder
-from fusionaudio.synth_pretrain import IGNORE, LABELS, column_labels, pretrain_encoder
+from fusionaudio.demo import scenes as synth
+from fusionaudio.gama.config import AudioEncoderConfig
+from fusionaudio.gama.audio_encoder import CavMaeAudioEncoder
+from fusionaudio.demo.pretrain import IGNORE, LABELS, column_labels, pretrain_encoder
 
 
 def _name(label: str, value: int) -> str | None:

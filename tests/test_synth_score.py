@@ -1,9 +1,9 @@
-"""Caption parsing and attribute scoring of the synthetic scenes (fusionaudio.synth_score)."""
+"""Caption parsing and attribute scoring of the synthetic scenes (fusionaudio.demo.score)."""
 
 import numpy as np
 
-from fusionaudio import synth
-from fusionaudio.synth_score import align_events, attribute_accuracy, parse_caption
+from fusionaudio.demo import scenes as synth
+from fusionaudio.demo.score import align_events, attribute_accuracy, parse_caption
 
 
 def test_many_captions_parse_back():

@@ -12,8 +12,8 @@ import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2 as pb
 
 from fusionaudio import load_tokenizer
-from fusionaudio.tiny import default_corpus
-from fusionaudio.tokenizer import PROBE_TEXTS, TokenizerError, check_vocab_size
+from fusionaudio.gama.tiny import default_corpus
+from fusionaudio.gama.tokenizer import PROBE_TEXTS, TokenizerError, check_vocab_size
 
 TEXTS = list(PROBE_TEXTS) + [
     "Tabs\tand  double  spaces", "Double  space", "  ", " ", "", "end with space ", "\t\tindent",
@@ -79,7 +79,7 @@ LLAMA_CONFIG = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_to
 def test_every_directory_variant_is_sentencepiece_exactly(tmp_path, sp_model, name, config, with_json, caplog):
     sp = spm.SentencePieceProcessor(model_file=str(sp_model))
     d = _variant(tmp_path, sp_model, name, config, with_json)
-    with caplog.at_level(logging.INFO, logger="fusionaudio.tokenizer"):
+    with caplog.at_level(logging.INFO, logger="fusionaudio.gama.tokenizer"):
         tok = load_tokenizer(d)
     for text in TEXTS:
         want = [sp.bos_id()] + sp.encode(text)
@@ -116,7 +116,7 @@ def test_user_text_never_becomes_control_tokens(tmp_path, sp_model):
 
 
 def test_training_labels_keep_a_literal_eos_as_text(tmp_path, sp_model):
-    from fusionaudio.collate import tokenize_record
+    from fusionaudio.gama.collate import tokenize_record
 
     tok = load_tokenizer(_variant(tmp_path, sp_model, "train", LLAMA_CONFIG))
     record = {"instruction": "Say </s>", "input": "<s>", "output": "It ends with </s> here", "audio_id": "x.wav"}
@@ -143,7 +143,7 @@ def test_saved_directory_reloads_to_the_same_ids(tmp_path, sp_model):
 
 
 def test_convert_output_reloads_to_the_same_ids(tiny_base_dir, tmp_path):
-    from fusionaudio.model.loading import convert
+    from fusionaudio.gama.loading import convert
 
     before = load_tokenizer(tiny_base_dir)
     out = convert(str(tiny_base_dir), str(tmp_path / "converted"))
@@ -156,7 +156,7 @@ def test_tokenizer_json_only_directory_never_matches_control_tokens(tmp_path):
     """The bundled demo model's tokenizer.json alone (its tokenizer.model removed): still no control ids from text."""
     import shutil
 
-    from fusionaudio.inference import DEMO_MODEL_DIR
+    from fusionaudio.gama.inference import DEMO_MODEL_DIR
 
     json_only = tmp_path / "demo"
     shutil.copytree(DEMO_MODEL_DIR, json_only, ignore=shutil.ignore_patterns("tokenizer.model", "*.safetensors"))

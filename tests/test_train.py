@@ -11,9 +11,9 @@ import pytest
 import soundfile as sf
 import torch
 
-from fusionaudio.collate import IGNORE_INDEX, Example, collate, tokenize_record
-from fusionaudio.model.config import LoraSettings
-from fusionaudio.model.loading import load_model, load_tokenizer
+from fusionaudio.gama.collate import IGNORE_INDEX, Example, collate, tokenize_record
+from fusionaudio.gama.config import LoraSettings
+from fusionaudio.gama.loading import load_model, load_tokenizer
 from fusionaudio.train import (build_model, lora_settings, resolve_start, save_trained, set_trainable, train,
                                trainable_names)
 
@@ -24,7 +24,7 @@ FAST = dict(val_set_size=0, warmup_steps=0, save_steps=0, eval_steps=0, progress
 @pytest.fixture(scope="module")
 def synth_data(tmp_path_factory) -> Path:
     """6 synthetic clips (30 records) plus 4 text-only records."""
-    from fusionaudio.synth import generate
+    from fusionaudio.demo.scenes import generate
 
     out = tmp_path_factory.mktemp("synth")
     generate(out, n_train=6, n_test=0, seed=3)
@@ -165,7 +165,7 @@ def test_checkpoint_round_trip_through_load_model(tiny_base_dir, tmp_path):
 
 # -- bad data -------------------------------------------------------------------------------
 def test_bad_record_stops_training_with_a_report(tiny_base_dir, synth_data, tmp_path):
-    from fusionaudio.data import DataValidationError
+    from fusionaudio.records import RecordError
 
     records = [{**r, "audio_id": str(synth_data / r["audio_id"])}
                for r in json.loads((synth_data / "train.json").read_text())[:8]]
@@ -174,7 +174,7 @@ def test_bad_record_stops_training_with_a_report(tiny_base_dir, synth_data, tmp_
     data.write_text(json.dumps(records))
     args = dict(base_model=str(tiny_base_dir), data_path=str(data), batch_size=4, micro_batch_size=4,
                 max_steps=1, **FAST)
-    with pytest.raises(DataValidationError, match="missing.wav"):
+    with pytest.raises(RecordError, match="missing.wav"):
         train(output_dir=str(tmp_path / "stop"), **args)
     assert "missing.wav" in (tmp_path / "stop" / "data_validation_report.txt").read_text()
     assert not (tmp_path / "stop" / "adapter_model.safetensors").exists()

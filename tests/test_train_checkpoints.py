@@ -24,7 +24,7 @@ FAST = dict(val_set_size=0, warmup_steps=0, eval_steps=0, progress=False, cache_
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from fusionaudio.synth import generate
+    from fusionaudio.demo.scenes import generate
 
     out = tmp_path_factory.mktemp("ckpt_data")
     generate(out, n_train=3, n_test=0, seed=4)
@@ -76,7 +76,7 @@ def test_save_total_limit_keeps_the_newest(tiny_base_dir, data, tmp_path):
     # a checkpoint of the trainer before accelerate (optimizer.pt) is refused for an exact resume
     old = tmp_path / "checkpoint-3"
     (old / "optimizer.bin").rename(old / "optimizer.pt")
-    from fusionaudio.model.loading import CheckpointError
+    from fusionaudio.gama.loading import CheckpointError
 
     with pytest.raises(CheckpointError, match="optimizer.pt.*--base_model"):
         train(base_model=str(tiny_base_dir), data_path=str(data), output_dir=str(tmp_path / "again"), max_steps=4,
@@ -84,7 +84,7 @@ def test_save_total_limit_keeps_the_newest(tiny_base_dir, data, tmp_path):
 
 
 def test_no_lora_run_trains_saves_loads_and_starts_a_lora_stage(tiny_base_dir, data, tmp_path):
-    from fusionaudio.model.loading import load_model
+    from fusionaudio.gama.loading import load_model
 
     stage1 = tmp_path / "stage1"
     train(base_model=str(tiny_base_dir), data_path=str(data), output_dir=str(stage1), max_steps=2, save_steps=0,

@@ -12,15 +12,15 @@ import sys
 
 import pytest
 
-from fusionaudio.model.config import GamaConfig
+from fusionaudio.gama.config import GamaConfig
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """A tiny base without dropout (so one and two processes see the same computation) and
     4 clips + 4 text-only records + 1 record whose clip is too short (skipped up front)."""
-    from fusionaudio.synth import generate
-    from fusionaudio.tiny import make_reference_base_dir
+    from fusionaudio.demo.scenes import generate
+    from fusionaudio.gama.tiny import make_reference_base_dir
 
     root = tmp_path_factory.mktemp("dist")
     no_dropout = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
@@ -83,9 +83,9 @@ def test_two_processes_agree_and_match_one(setup, batch_size):
 def test_the_runs_have_steps_with_one_rank_text_only(setup):
     """The runs above include micro-batches where one rank has text only and the other has
     audio (the case DDP needs find_unused_parameters for): the trainer's own plan, rebuilt."""
-    from fusionaudio.collate import plan_micro_batches
-    from fusionaudio.data import select_records
-    from fusionaudio.model.loading import load_tokenizer
+    from fusionaudio.gama.collate import plan_micro_batches
+    from fusionaudio.gama.data import select_records
+    from fusionaudio.gama.loading import load_tokenizer
     from fusionaudio.train.batches import split_examples
     from fusionaudio.train.loop import rank_plan
 

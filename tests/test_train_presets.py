@@ -21,7 +21,7 @@ SMALL = dict(batch_size=4, micro_batch_size=4, max_steps=1, save_steps=0, progre
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    from fusionaudio.synth import generate
+    from fusionaudio.demo.scenes import generate
 
     out = tmp_path_factory.mktemp("stage_data")
     generate(out, n_train=2, n_test=0, seed=6)
@@ -40,7 +40,7 @@ def test_presets_hold_the_reference_values():
 
 
 def test_five_stages_in_sequence(tiny_base_dir, data, tmp_path):
-    from fusionaudio.model.loading import load_model
+    from fusionaudio.gama.loading import load_model
 
     start = str(tiny_base_dir)
     for k in range(1, 6):

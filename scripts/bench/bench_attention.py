@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fusionaudio.model import GamaConfig, GamaForCausalLM
+from fusionaudio.gama import GamaConfig, GamaForCausalLM
 
 REF = Path(__file__).resolve().parents[3] / "shared" / "reference"
 

@@ -79,8 +79,8 @@ def fixed_costs(base_dir: Path) -> dict:
     code = (
         "import time, sys; t0 = time.perf_counter();"
         "import torch, transformers, peft; t1 = time.perf_counter();"
-        "from transformers import LlamaForCausalLM; import fusionaudio.model.gama; t2 = time.perf_counter();"
-        "from fusionaudio.model.loading import load_model; load_model(sys.argv[1]); t3 = time.perf_counter();"
+        "from transformers import LlamaForCausalLM; import fusionaudio.gama.modeling; t2 = time.perf_counter();"
+        "from fusionaudio.gama.loading import load_model; load_model(sys.argv[1]); t3 = time.perf_counter();"
         "print(t1 - t0, t2 - t1, t3 - t2)"
     )
     out = subprocess.run([sys.executable, "-c", code, str(base_dir)], capture_output=True, text=True, check=True,
@@ -102,8 +102,8 @@ def main():
     ap.add_argument("--skip", default="", help="comma list of a,b,c to skip")
     args = ap.parse_args()
     from fusionaudio.audio import load_fbank
-    from fusionaudio.inference import FusionAudioInference, Request
-    from fusionaudio.tiny import make_reference_base_dir
+    from fusionaudio.gama.inference import FusionAudioInference, Request
+    from fusionaudio.gama.tiny import make_reference_base_dir
 
     device = torch.device(args.device)
     skip = set(args.skip.split(","))

@@ -50,7 +50,7 @@ def _tensor(entry: dict, gen: torch.Generator) -> torch.Tensor:
 
 def write_base(out: Path, manifest: dict, num_shards: int) -> int:
     """The reference base directory, one shard in memory at a time; returns the weight bytes."""
-    from fusionaudio.tiny import train_tokenizer
+    from fusionaudio.gama.tiny import train_tokenizer
 
     config = manifest["config"]
     out.mkdir(parents=True, exist_ok=True)
@@ -86,8 +86,8 @@ def measure_load(work: Path, new_tokens: int) -> None:
     from transformers import GenerationConfig
 
     from fusionaudio.audio import load_fbank
-    from fusionaudio.model.loading import load_model
-    from fusionaudio.prompts import build_prompt
+    from fusionaudio.gama.loading import load_model
+    from fusionaudio.gama.prompts import build_prompt
 
     weight_bytes = json.loads((work / "base" / "pytorch_model.bin.index.json").read_text())["metadata"]["total_size"]
     rss_before = peak_rss_bytes()

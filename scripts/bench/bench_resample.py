@@ -20,7 +20,8 @@ import sys
 CHILD = r"""
 import json, math, resource, sys, tempfile, time
 import numpy as np, soundfile as sf
-from fusionaudio import audio, sinc
+from fusionaudio import audio
+from fusionaudio.audio import sinc
 rate, seconds = int(sys.argv[1]), float(sys.argv[2])
 def rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

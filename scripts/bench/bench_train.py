@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from fusionaudio.model.config import GamaConfig
-from fusionaudio.model.gama import GamaForCausalLM
+from fusionaudio.gama.config import GamaConfig
+from fusionaudio.gama.modeling import GamaForCausalLM
 from fusionaudio.train import enable_checkpointing, parameter_counts, set_trainable
 
 GIB = 1024 ** 3

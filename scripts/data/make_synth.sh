@@ -8,4 +8,4 @@ ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 if [ -z "${PYTHON:-}" ]; then
   if [ -x "$ROOT/.venv/bin/python" ]; then PYTHON="$ROOT/.venv/bin/python"; else PYTHON=python3; fi
 fi
-exec "$PYTHON" -m fusionaudio.synth --out_dir "${1:-data/synth}" --n_train "${2:-400}" --n_test "${3:-100}" --seed "${4:-0}"
+exec "$PYTHON" -m fusionaudio.demo.scenes --out_dir "${1:-data/synth}" --n_train "${2:-400}" --n_test "${3:-100}" --seed "${4:-0}"

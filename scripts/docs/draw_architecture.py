@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyBboxPatch  # noqa: E402
 
-from fusionaudio.model import GamaConfig  # noqa: E402
+from fusionaudio.gama import GamaConfig  # noqa: E402
 
 
 def box(ax, x, y, w, h, text, color):

@@ -36,4 +36,4 @@ fi
 [[ -n "$AUDIO_ROOT" ]] && args+=(--audio_root "$AUDIO_ROOT")
 [[ -n "$OUTPUT" ]] && args+=(--output "$OUTPUT")
 
-exec "$PYTHON" -m fusionaudio.evaluate.retrieval "${args[@]}" "$@"
+exec "$PYTHON" -m fusionaudio.retrieval evaluate "${args[@]}" "$@"

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fusionaudio.synth import load_scenes
+from fusionaudio.demo.scenes import load_scenes
 
 FIRST_QUESTIONS = ("What is the first sound?", "Which sound comes first?")
 TYPE_LABELS = {"tone": "tone", "chirp": "chirp", "noise": "noise burst", "clicks": "clicks"}
@@ -36,7 +36,7 @@ def write(path: Path, records: list[dict]) -> Path:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data_dir", required=True, help="output of `python -m fusionaudio.synth` (test.json, scenes.jsonl)")
+    ap.add_argument("--data_dir", required=True, help="output of `python -m fusionaudio.demo.scenes` (test.json, scenes.jsonl)")
     ap.add_argument("--out_dir", required=True)
     ap.add_argument("--base_model", default=None)
     ap.add_argument("--model_path", default=None)

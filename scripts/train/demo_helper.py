@@ -9,7 +9,7 @@
 ``make_base`` writes a small random reference-format base directory (the ``DEMO_CONFIG``
 sizes below) whose SentencePiece tokenizer is trained offline on the synthetic set's
 prompts and answers. ``evaluate`` captions the held-out clips (greedy decoding) and scores
-them: attribute accuracy (``fusionaudio.synth_score.attribute_accuracy``), BLEU-4 and CIDEr
+them: attribute accuracy (``fusionaudio.demo.score.attribute_accuracy``), BLEU-4 and CIDEr
 (pycocoevalcap's scorers on lower-cased, punctuation-stripped, whitespace-tokenised text),
 and exact-match accuracy of the short QA answers. ``clip`` captions the bundled clip the way
 ``make demo`` does (greedy, and seeded sampling for each seed) and scores each caption against
@@ -41,14 +41,14 @@ def make_base(data_dir: str, out_dir: str, seed: int = 0, encoder_steps: int = 0
               llm_layers: int | None = None, encoder_labels=None) -> str:
     """Demo base directory with a tokenizer trained on ``data_dir/train.json`` texts; its audio
     encoder is pre-trained for ``encoder_steps`` steps on the clips' column labels
-    (``fusionaudio.synth_pretrain``; 0 = random like the rest). ``report``: a JSON file for
+    (``fusionaudio.demo.pretrain``; 0 = random like the rest). ``report``: a JSON file for
     the pre-training's held-out column accuracies. ``llm_layers``: the Llama's depth
     (default ``DEMO_CONFIG``'s). ``encoder_labels``: the column labels to pre-train on, comma
     separated (default all of ``synth_pretrain.LABELS``)."""
-    from fusionaudio.model.config import GamaConfig
-    from fusionaudio.prompts import build_prompt
-    from fusionaudio.synth_pretrain import pretrain_encoder
-    from fusionaudio.tiny import make_reference_base_dir
+    from fusionaudio.gama.config import GamaConfig
+    from fusionaudio.gama.prompts import build_prompt
+    from fusionaudio.demo.pretrain import pretrain_encoder
+    from fusionaudio.gama.tiny import make_reference_base_dir
 
     records = json.loads((Path(data_dir) / "train.json").read_text())
     texts = [build_prompt(r["instruction"], r.get("input") or None) + r["output"] for r in records]
@@ -90,7 +90,7 @@ def types_by_position(captions: dict[str, str], scenes: dict[str, dict]) -> list
     """For the k-th true event of a clip (k = 0, 1, ...): the share of such events that the
     caption names with the right type in the right order (aligned as ``attribute_accuracy``
     aligns them)."""
-    from fusionaudio.synth_score import align_events, parse_caption
+    from fusionaudio.demo.score import align_events, parse_caption
 
     hits: dict[int, list[bool]] = {}
     for aid, caption in captions.items():
@@ -108,9 +108,9 @@ def evaluate(base_model: str, data_dir: str, model_path: str | None = None, spli
     import torch
 
     from fusionaudio.audio import load_fbank
-    from fusionaudio.inference import FusionAudioInference, Request
-    from fusionaudio.synth import load_scenes
-    from fusionaudio.synth_score import attribute_accuracy
+    from fusionaudio.gama.inference import FusionAudioInference, Request
+    from fusionaudio.demo.scenes import load_scenes
+    from fusionaudio.demo.score import attribute_accuracy
 
     torch.manual_seed(0)
     data = Path(data_dir)
@@ -142,7 +142,7 @@ def evaluate(base_model: str, data_dir: str, model_path: str | None = None, spli
 
 def probe(base_model: str, data_dir: str, model_path: str | None = None, clips: int = 60, train_clips: int = 40) -> dict:
     """Linear probes: how well each stage of the audio path states the column labels of
-    ``fusionaudio.synth_pretrain`` (kind, pitch, loudness) for held-out clips. Logistic
+    ``fusionaudio.demo.pretrain`` (kind, pitch, loudness) for held-out clips. Logistic
     regression fitted on ``train_clips`` test-split clips, scored on the rest. Stages: ``pool``
     (encoder, mean over mel rows), ``aggregator`` and ``audio_tokens`` (the 64 aggregator tokens
     the Llama reads). Features are standardised on the fitted clips. ``kind_recall``: per event
@@ -153,8 +153,8 @@ def probe(base_model: str, data_dir: str, model_path: str | None = None, clips: 
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from fusionaudio.model.loading import load_model
-    from fusionaudio.synth_pretrain import IGNORE, LABELS, load_split
+    from fusionaudio.gama.loading import load_model
+    from fusionaudio.demo.pretrain import IGNORE, LABELS, load_split
 
     model, _ = load_model(base_model, model_path)
     model.eval()
@@ -185,9 +185,9 @@ def clip(base_model: str, model_path: str | None = None, seeds=(0,), audio: str 
     (``make demo`` is seed 0), each with its attribute accuracy against ``synth.DEMO_SCENE``;
     ``all_right``: every attribute of every caption right. ``audio``: default the bundled
     ``data/example/demo_clip.wav``."""
-    from fusionaudio.cli import quick_inference_parser, run_quick_inference
-    from fusionaudio.synth import DEMO_SCENE
-    from fusionaudio.synth_score import attribute_accuracy
+    from fusionaudio.infer.quick import quick_inference_parser, run_quick_inference
+    from fusionaudio.demo.scenes import DEMO_SCENE
+    from fusionaudio.demo.score import attribute_accuracy
 
     seeds = [seeds] if isinstance(seeds, int) else list(seeds)
     audio = audio or str(Path(__file__).resolve().parents[2] / "data" / "example" / "demo_clip.wav")
@@ -241,8 +241,8 @@ A {n_params / 1e6:.1f} M-parameter GAMA-architecture model (32 Q-Former + 64 agg
 tokens, a {llm['num_hidden_layers']}-layer {llm['hidden_size']}-wide Llama with LoRA, a
 {au['specific_depth'] + au['unified_depth']}-block {au['embed_dim']}-wide audio encoder) trained from random
 weights on CPU by `scripts/train/make_demo_model.sh` (seed {args['seed']}) on synthetic scenes
-(`fusionaudio.synth`: tones, chirps, noise bursts, clicks; a caption and a few questions per clip).
-The audio encoder was pre-trained on the clips' per-column labels (`fusionaudio.synth_pretrain`)
+(`fusionaudio.demo.scenes`: tones, chirps, noise bursts, clicks; a caption and a few questions per clip).
+The audio encoder was pre-trained on the clips' per-column labels (`fusionaudio.demo.pretrain`)
 and then frozen; everything else, the tiny Llama included, was trained from random weights
 (`trainable_params={args['trainable_params']}`, a demo-only mode) for {steps}. It only knows this
 toy world: it is a working example of the pipeline, not an audio-language model.

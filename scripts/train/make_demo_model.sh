@@ -5,9 +5,9 @@
 #   scripts/train/make_demo_model.sh            # about 52 min with 2 CPU threads (measured: data + encoder
 #                                               # 8 min; training 2.3 steps/s, 43 min, when nothing else runs)
 #
-# Steps: synthetic data (fusionaudio.synth) -> a small base model whose tokenizer is trained on
+# Steps: synthetic data (fusionaudio.demo.scenes) -> a small base model whose tokenizer is trained on
 # the synthetic texts and whose audio encoder is pre-trained on the clips' per-column labels
-# (fusionaudio.synth_pretrain: the stand-in for GAMA's pre-trained CAV-MAE; the rest is random)
+# (fusionaudio.demo.pretrain: the stand-in for GAMA's pre-trained CAV-MAE; the rest is random)
 # -> held-out scores before training -> training with the encoder frozen (one stage; STAGE2_STEPS adds one)
 # (trainable_params=full_frozen_encoder: the tiny Llama is trained from scratch too, a demo-only
 # mode; docs/demo_model.md says why) -> the merged model written to OUT -> held-out scores after
@@ -42,7 +42,7 @@ export HF_HUB_OFFLINE=1 PYTHONHASHSEED=0 OMP_NUM_THREADS="$THREADS" MKL_NUM_THRE
 rm -rf "$WORK"
 mkdir -p "$WORK"
 
-"$PYTHON" -m fusionaudio.synth --out_dir "$WORK/data" --n_train "$N_TRAIN" --n_test "$N_TEST" --seed "$SEED" --n_qa "$N_QA"
+"$PYTHON" -m fusionaudio.demo.scenes --out_dir "$WORK/data" --n_train "$N_TRAIN" --n_test "$N_TEST" --seed "$SEED" --n_qa "$N_QA"
 "$PYTHON" scripts/train/demo_helper.py make_base --data_dir "$WORK/data" --out_dir "$WORK/base" --seed "$SEED" \
   --llm_layers "$LLM_LAYERS" --encoder_steps "$ENCODER_STEPS" --encoder_labels "$ENCODER_LABELS" --report "$WORK/encoder_pretraining.json"
 "$PYTHON" scripts/train/demo_helper.py evaluate --base_model "$WORK/base" --data_dir "$WORK/data" \

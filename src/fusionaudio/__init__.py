@@ -6,11 +6,12 @@ Public entry points are imported lazily so that ``import fusionaudio`` stays che
 __version__ = "0.1.0"
 
 _LAZY = {
-    "load_model": "fusionaudio.model.loading",
-    "load_tokenizer": "fusionaudio.tokenizer",
-    "GamaConfig": "fusionaudio.model.config",
-    "GamaForCausalLM": "fusionaudio.model.gama",
-    "FusionAudioInference": "fusionaudio.inference",
+    "load_model": "fusionaudio.gama.loading",
+    "load_tokenizer": "fusionaudio.gama.tokenizer",
+    "GamaConfig": "fusionaudio.gama.config",
+    "GamaForCausalLM": "fusionaudio.gama.modeling",
+    "FusionAudioInference": "fusionaudio.gama.inference",
+    "create_inference": "fusionaudio.inference",
     "load_fbank": "fusionaudio.audio",
     "waveform_to_fbank": "fusionaudio.audio",
     "AudioError": "fusionaudio.audio",

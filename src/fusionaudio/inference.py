@@ -1,215 +1,60 @@
-"""``FusionAudioInference``: load once, answer questions about audio files, batched.
+"""The front door over the model families: ``create_inference`` picks GAMA or AudSemThinker by the directory.
 
-The audio of each request is encoded once and carried through decoding by the KV cache;
-requests are batched with left padding (greedy batches give the same tokens as the same
-requests one at a time). The response is the decoded new tokens.
+Both inference classes have the same public core (``predict``, ``predict_batch``, ``generate``), which
+every driver (quick_inference, infer, serve, the web demo, the pipeline) calls.
 """
 
 from __future__ import annotations
 
-import copy
-import logging
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+from fusionaudio.loading.files import read_json_object, refuse_remote_code
 
-from .audio import AudioInfo, load_fbank
-from .generation import EXTRA_GENERATION_OPTIONS, GENERATION_DEFAULTS  # re-exported
-from .model.loading import load_model, resolve_dtype
-from .prompts import build_prompt
-
-log = logging.getLogger("fusionaudio.inference")
-
-DEMO_MODEL_DIR = Path(__file__).resolve().parent / "assets" / "demo_model"
-TEXT_ONLY = (None, "", "empty")  # the reference's audio_id for text-only requests is "empty"
+OMNI_TYPES = ("qwen2_5_omni", "qwen2_5_omni_thinker")
 
 
-def default_model() -> tuple[Path, str]:
-    """(directory, label) of the model used when no ``base_model`` is given: the bundled demo."""
-    if not (DEMO_MODEL_DIR / "fusionaudio_config.json").is_file():
-        raise FileNotFoundError(f"{DEMO_MODEL_DIR}: the bundled demo model is missing; pass --base_model "
-                                "(or rebuild it with scripts/train/make_demo_model.sh)")
-    return DEMO_MODEL_DIR, "bundled demo model (tiny, trained on synthetic sound scenes)"
+def read_config_json(path) -> dict:
+    """``config.json`` of a model directory, checked (JSON object, no remote code)."""
+    cfg_file = Path(path) / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{cfg_file}: no config.json (expected a model directory)")
+    config = read_json_object(cfg_file)
+    refuse_remote_code(config, cfg_file)
+    return config
 
 
-def resolve_device(device: str | torch.device | None) -> tuple[torch.device, str | None]:
-    """(device, note): a CUDA request on a machine without CUDA falls back to CPU with a note."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu"), None
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        return torch.device("cpu"), f"CUDA is not available, using CPU instead of {device}"
-    return device, None
+def detect_arch(base_model_path) -> str:
+    """``"audsemthinker"`` for a Qwen2.5-Omni (or thinker-only) directory, ``"gama"`` for a Llama one.
 
-
-class PromptRepetitionPenalty:
-    """transformers' ``RepetitionPenaltyLogitsProcessor`` over the prompt's text ids and the new ids (as
-    the reference applies it); left padding is replaced by each row's first real token, so padding
-    penalises nothing."""
-
-    def __init__(self, penalty: float, prompt_ids: torch.Tensor, attention_mask: torch.Tensor):
-        from transformers import RepetitionPenaltyLogitsProcessor
-
-        self.inner = RepetitionPenaltyLogitsProcessor(penalty)
-        first = prompt_ids.gather(1, attention_mask.long().argmax(1, keepdim=True))
-        self.prompt = torch.where(attention_mask.bool(), prompt_ids, first)
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        prompt = self.prompt.to(input_ids.device)
-        return self.inner(torch.cat([prompt, input_ids], dim=1), scores)
-
-
-@dataclass
-class Request:
-    question: str
-    fbank: torch.Tensor | None = None  # [1024, 128]
-    input: str | None = None
-
-
-class FusionAudioInference:
-    """GAMA / FusionAudio inference: ``predict(audio_path, question)`` and ``predict_batch``."""
-
-    arch = "gama"
-
-    def __init__(self, base_model_path=None, model_path=None, device="cpu", dtype="float32",
-                 template: str = "alpaca_short", resampler: str = "sinc", attention: str = "sdpa",
-                 check_values: bool = True):
-        self.device, note = resolve_device(device)
-        if note:
-            log.warning(note)
-        self.model_label = None
-        if base_model_path is None:
-            base_model_path, self.model_label = default_model()
-            if model_path is not None:
-                raise ValueError("--model_path needs --base_model (the directory it was fine-tuned from)")
-        self.base_model_path, self.model_path = str(base_model_path), model_path
-        self.model, self.tokenizer = load_model(base_model_path, model_path, device=self.device,
-                                                dtype=resolve_dtype(dtype), check_values=check_values)
-        self.template = template
-        self.resampler = resampler
-        # SDPA in the Q-Former/aggregator: logits within 2e-7 of eager (scripts/bench/bench_attention.py)
-        self.model.set_attention(attention)
-
-    # -- audio --------------------------------------------------------------------------
-    def load_audio(self, audio_path) -> tuple[torch.Tensor | None, AudioInfo | None]:
-        """(fbank [1024, 128], info), or (None, None) for a text-only request (``None``, ``""``, ``"empty"``)."""
-        if audio_path in TEXT_ONLY:
-            return None, None
-        return load_fbank(audio_path, return_info=True, resampler=getattr(self, "resampler", "sinc"))
-
-    def load_audio_batch(self, audio_paths) -> list[torch.Tensor | None]:
-        """fbanks of ``audio_paths`` (None for text only), the fbank computed in one batched pass on the
-        model's device; the first bad file raises its :class:`AudioError`."""
-        from .audio import load_fbank_batch
-
-        paths = [p for p in audio_paths if p not in TEXT_ONLY]
-        fbanks = iter(load_fbank_batch(paths, device=self.device, resampler=getattr(self, "resampler", "sinc"))[0]
-                      if paths else [])
-        return [None if p in TEXT_ONLY else next(fbanks) for p in audio_paths]
-
-    def max_positions(self) -> int | None:
-        return getattr(self.model.llm.config, "max_position_embeddings", None)
-
-    def check_length(self, request: "Request", max_new_tokens: int) -> str | None:
-        """None if the request fits the model's positions, else the problem (prompt tokens + audio
-        tokens + ``max_new_tokens`` against ``max_position_embeddings``)."""
-        limit = self.max_positions()
-        if not limit:
-            return None
-        prompt = build_prompt(request.question, request.input, template=self.template)
-        n_text = len(self.tokenizer(prompt).input_ids)
-        n_audio = self.model.num_audio_tokens if request.fbank is not None else 0
-        if n_text + n_audio + max_new_tokens <= limit:
-            return None
-        return (f"prompt too long: {n_text} prompt tokens + {n_audio} audio tokens + max_new_tokens "
-                f"{max_new_tokens} = {n_text + n_audio + max_new_tokens} > the model's {limit} positions; "
-                "shorten the question/input or lower max_new_tokens")
-
-    # -- generation -----------------------------------------------------------------------
-    def generation_config(self, **overrides):
-        from transformers import GenerationConfig
-
-        opts = {**GENERATION_DEFAULTS, **{k: v for k, v in overrides.items() if v is not None}}
-        unknown = set(opts) - set(GENERATION_DEFAULTS) - set(EXTRA_GENERATION_OPTIONS)
-        if unknown:
-            raise TypeError(f"unknown generation option(s): {sorted(unknown)}")
-        if not opts["do_sample"]:
-            for key in ("temperature", "top_p", "top_k"):
-                opts.pop(key)
-        tok = self.tokenizer
-        return GenerationConfig(**opts, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                                pad_token_id=tok.pad_token_id)
-
-    @torch.no_grad()
-    def generate(self, requests: list[Request], batch_size: int = 8, seed: int | None = None, **gen) -> list[str]:
-        """Answer prepared requests, batched; results come back in request order."""
-        config = self.generation_config(**gen)
-        if seed is not None:
-            torch.manual_seed(seed)
-        answers: list[str | None] = [None] * len(requests)
-        # Requests with and without audio have different prefix lengths: batch them apart.
-        for with_audio in (True, False):
-            idx = [i for i, r in enumerate(requests) if (r.fbank is not None) == with_audio]
-            for start in range(0, len(idx), batch_size):
-                chunk = idx[start:start + batch_size]
-                for i, text in zip(chunk, self._generate_chunk([requests[i] for i in chunk], config)):
-                    answers[i] = text
-        return answers  # type: ignore[return-value]
-
-    def _generate_chunk(self, chunk: list[Request], config) -> list[str]:
-        prompts = [build_prompt(r.question, r.input, template=self.template) for r in chunk]
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True)
-        limit = self.max_positions()
-        if limit:
-            n_audio = self.model.num_audio_tokens if chunk[0].fbank is not None else 0
-            lengths = enc.attention_mask.sum(1).tolist()
-            for r, n in zip(chunk, lengths):
-                if n + n_audio + config.max_new_tokens > limit:
-                    raise ValueError(self.check_length(r, config.max_new_tokens) + f" (question {r.question[:60]!r})")
-        audio = torch.stack([r.fbank for r in chunk]) if chunk[0].fbank is not None else None
-        extra = {}
-        if config.repetition_penalty not in (None, 1.0):
-            # The reference's generate sees the prompt's ids, so its penalty covers the prompt's tokens too;
-            # ours is fed embeddings, so the prompt ids are handed to the penalty here.
-            from transformers import LogitsProcessorList
-
-            extra["logits_processor"] = LogitsProcessorList(
-                [PromptRepetitionPenalty(config.repetition_penalty, enc.input_ids, enc.attention_mask)])
-            config = copy.deepcopy(config)
-            config.repetition_penalty = None
-        new = self.model.generate(enc.input_ids, enc.attention_mask, audio, generation_config=config, **extra)
-        return [t.strip() for t in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
-
-    def predict(self, audio_path, question: str, temperature=0.1, top_p=0.95, top_k=300,
-                max_new_tokens=1024, do_sample=True, num_beams=1, seed=None) -> str:
-        """Answer one question about one audio file (``None``/"empty": text only)."""
-        return self.predict_batch([audio_path], question, temperature=temperature, top_p=top_p, top_k=top_k,
-                                  max_new_tokens=max_new_tokens, do_sample=do_sample, num_beams=num_beams,
-                                  seed=seed)[0]
-
-    def predict_batch(self, audio_paths, questions, batch_size: int = 8, seed=None, **gen) -> list[str]:
-        """Answer ``questions`` (one string for all, or one per path) about ``audio_paths``.
-
-        Streams: the clips are decoded ``batch_size`` at a time (a folder of 10,000 clips is never in
-        memory at once), each batch's fbank in one pass on the model's device. The first bad file
-        raises its :class:`AudioError`; ``seed`` seeds the first batch (as :meth:`generate`)."""
-        audio_paths = list(audio_paths)
-        if isinstance(questions, str):
-            questions = [questions] * len(audio_paths)
-        if len(questions) != len(audio_paths):
-            raise ValueError(f"{len(questions)} questions for {len(audio_paths)} audio paths")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if seed is not None:
-            torch.manual_seed(seed)
-        answers: list[str] = []
-        for start in range(0, len(audio_paths), batch_size):
-            paths = audio_paths[start:start + batch_size]
-            fbanks = self.load_audio_batch(paths)
-            requests = [Request(q, fb) for q, fb in zip(questions[start:start + batch_size], fbanks)]
-            answers += self.generate(requests, batch_size=batch_size, **gen)
-        return answers
+    Knows every layout this project writes: ``fusionaudio_config.json`` (the bundled demo model,
+    ``fusionaudio convert`` output, GAMA training output) is GAMA; a ``config.json`` (reference base
+    directories, ``fusionaudio export`` output, Qwen2.5-Omni checkpoints) is read for ``model_type``; a
+    peft adapter directory (``fusionaudio.audsem.train`` output) follows its ``base_model_name_or_path``
+    when that is a local directory. Anything else is a ``ValueError`` naming the directory.
+    """
+    path = Path(base_model_path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: model directory not found")
+    if (path / "fusionaudio_config.json").is_file():
+        return "gama"
+    if (path / "config.json").is_file():
+        model_type = read_config_json(path).get("model_type")
+        if model_type in OMNI_TYPES:
+            return "audsemthinker"
+        if model_type == "llama":
+            return "gama"
+        raise ValueError(
+            f"{path / 'config.json'}: model_type {model_type!r} is neither a Qwen2.5-Omni "
+            f"({', '.join(OMNI_TYPES)}) nor a Llama (GAMA) checkpoint"
+        )
+    if (path / "adapter_config.json").is_file():
+        base = read_json_object(path / "adapter_config.json").get("base_model_name_or_path")
+        if isinstance(base, str) and base and Path(base).is_dir() and Path(base).resolve() != path.resolve():
+            return detect_arch(base)
+        raise ValueError(f"{path}: a LoRA adapter directory, not a base model; pass it as --model_path and its "
+                         f"base model as --base_model (or pass --arch)")
+    raise ValueError(f"{path}: no config.json, fusionaudio_config.json or adapter_config.json; "
+                     "cannot tell the architecture (pass --arch)")
 
 
 def create_inference(arch: str = "auto", base_model_path=None, model_path=None, device="cpu", dtype="float32",
@@ -220,16 +65,30 @@ def create_inference(arch: str = "auto", base_model_path=None, model_path=None, 
     if arch == "auto":
         arch = "gama"
         if base_model_path is not None:
-            from .audsem import detect_arch
-
             arch = detect_arch(base_model_path)
     if arch == "gama":
+        from fusionaudio.gama.inference import FusionAudioInference
+
         return FusionAudioInference(base_model_path, model_path, device=device, dtype=dtype, resampler=resampler,
                                     attention=attention, check_values=check_values)
     if arch == "audsemthinker":
         if base_model_path is None:
             raise ValueError("--arch audsemthinker needs --base_model (a local Qwen2.5-Omni directory)")
-        from .audsem import AudSemThinkerInference
+        from fusionaudio.audsem.inference import AudSemThinkerInference
 
         return AudSemThinkerInference(base_model_path, model_path, device=device, dtype=dtype, resampler=resampler)
     raise ValueError(f"unknown arch {arch!r}: use auto, gama or audsemthinker")
+
+
+def export_model(base_model, output, model_path=None, merge: bool = False, dtype=None) -> str:
+    """``fusionaudio export`` for either family: GAMA merged into the reference layout (or ``convert``'s
+    layout without ``merge``); AudSemThinker merged into the released layout (``merge`` only)."""
+    if detect_arch(base_model) == "audsemthinker":
+        if not merge:
+            raise ValueError(f"{base_model}: an AudSemThinker model; export it with --merge (convert is GAMA-only)")
+        from fusionaudio.audsem.export import export_merged
+
+        return str(export_merged(base_model, model_path, output, dtype=dtype))
+    from fusionaudio.gama.export import export
+
+    return export(base_model, output, model_path, merge, dtype)

@@ -1,15 +1,27 @@
 """AudSemThinker: Qwen2.5-Omni (thinker) answering in ``<think>`` / ``<semantic_elements>`` / ``<answer>`` sections.
 
-* :class:`AudSemThinkerInference` - same interface as the GAMA inference class (``predict``, ``predict_batch``).
-* :func:`detect_arch` - ``"gama"`` or ``"audsemthinker"`` from a checkpoint's ``config.json``.
-* ``python -m fusionaudio.audsem.train`` - LoRA SFT with completion-only loss.
-* ``python -m fusionaudio.audsem.tiny OUT`` - a tiny random checkpoint for tests and demos.
+The same file names as the GAMA family: ``config`` (prompts, defaults), ``processor`` (audio + chat
+template), ``keymap`` (weight names as data), ``loading`` (the thinker, strictly), ``adapter`` (LoRA),
+``inference`` (:class:`AudSemThinkerInference`: ``predict``, ``predict_batch``, ``generate``),
+``export`` (merged export), ``tiny`` (test checkpoints), ``train`` (``python -m fusionaudio.audsem.train``).
 
-transformers is imported only when a model or processor is loaded.
+Names below are imported lazily: ``import fusionaudio.audsem`` does not import transformers.
 """
 
-from fusionaudio.audsem.config import SYSTEM_PROMPT
-from fusionaudio.audsem.model import AudSemThinkerInference, detect_arch, load_audio, load_thinker
-from fusionaudio.audsem.processor import OmniAudioProcessor
+_LAZY = {
+    "AudSemThinkerInference": "fusionaudio.audsem.inference",
+    "load_thinker": "fusionaudio.audsem.loading",
+    "load_audio": "fusionaudio.audsem.processor",
+    "OmniAudioProcessor": "fusionaudio.audsem.processor",
+    "SYSTEM_PROMPT": "fusionaudio.audsem.config",
+}
 
-__all__ = ["AudSemThinkerInference", "detect_arch", "load_thinker", "load_audio", "OmniAudioProcessor", "SYSTEM_PROMPT"]
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'fusionaudio.audsem' has no attribute {name!r}")

@@ -9,34 +9,15 @@ adapter tensor must land on a LoRA parameter, and every LoRA parameter must get 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
+
+from fusionaudio.audsem.keymap import to_current_name
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 
-#: transformers-4.x thinker key names -> 5.x (after peft's ``base_model.model.`` prefix).
-THINKER_4X_TO_5X: list[tuple[str, str]] = [
-    (r"^thinker\.", ""),  # adapters trained on the full Omni model
-    (r"^model\.(?!(language_model|visual|audio_tower)\.)", "model.language_model."),
-    (r"^(audio_tower|visual)\.", r"model.\1."),
-]
-_RULES = [(re.compile(p), r) for p, r in THINKER_4X_TO_5X]
-_PREFIX = "base_model.model."
-
-
-def to_current_name(name: str) -> str:
-    """A peft adapter key in transformers-4.x naming mapped to 5.x (5.x names are unchanged)."""
-    if not name.startswith(_PREFIX):
-        return name
-    rest = name[len(_PREFIX):]
-    for pattern, repl in _RULES:
-        rest = pattern.sub(repl, rest, count=1)
-    return _PREFIX + rest
-
-
 def _read_weights(path: Path) -> dict:
-    from fusionaudio.model.checkpoints import load_state_file
+    from fusionaudio.loading.weights import load_state_file
 
     for name in ADAPTER_FILES:
         if (path / name).is_file():
@@ -50,8 +31,9 @@ def apply_adapter(model, model_path):
     from peft import LoraConfig, PeftModel
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
-    from fusionaudio.model.checkpoints import listing, read_json_file
-    from fusionaudio.tokenizer import TokenizerError, refuse_remote_code
+    from fusionaudio.loading.files import listing, read_json_file
+    from fusionaudio.errors import CheckpointError
+    from fusionaudio.loading.files import refuse_remote_code
 
     path = Path(model_path)
     if not (path / ADAPTER_CONFIG).is_file():
@@ -62,7 +44,7 @@ def apply_adapter(model, model_path):
     raw_config = read_json_file(path / ADAPTER_CONFIG, "adapter config")
     try:
         refuse_remote_code(raw_config, path / ADAPTER_CONFIG)
-    except TokenizerError as exc:
+    except CheckpointError as exc:
         raise ValueError(str(exc)) from None
     config = LoraConfig.from_pretrained(str(path))
     config.inference_mode = True
@@ -83,42 +65,3 @@ def apply_adapter(model, model_path):
     return peft_model.eval()
 
 
-def export_merged(base_model_path, model_path, output_dir, dtype=None, max_shard_bytes: int = 5 * 1024**3) -> Path:
-    """AudSemThinker merged export: the adapter folded into the thinker (peft's ``merge_and_unload``),
-    written in the released key layout (``thinker.*`` safetensors shards + index) beside the base's
-    config, tokenizer, feature-extractor and chat-template files; loads with ``load_thinker``."""
-    import json
-    import shutil
-
-    from safetensors.torch import save_file
-
-    from fusionaudio.audsem.model import load_thinker
-    from fusionaudio.audsem.released import released_name
-    from fusionaudio.model.loading import resolve_dtype
-
-    base, out = Path(base_model_path), Path(output_dir)
-    model = load_thinker(base)
-    if model_path is not None:
-        model = apply_adapter(model, model_path).merge_and_unload()
-    dtype = resolve_dtype(dtype) if dtype is not None else None
-    state = {released_name(k): (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
-             for k, v in model.state_dict().items()}
-    out.mkdir(parents=True, exist_ok=True)
-    names, shards, size = sorted(state), [[]], 0
-    for name in names:
-        nbytes = state[name].numel() * state[name].element_size()
-        if shards[-1] and size + nbytes > max_shard_bytes:
-            shards.append([])
-            size = 0
-        shards[-1].append(name)
-        size += nbytes
-    weight_map = {}
-    for i, keys in enumerate(shards, 1):
-        fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file({k: state[k] for k in keys}, str(out / fname), metadata={"format": "pt"})
-        weight_map.update({k: fname for k in keys})
-    (out / "model.safetensors.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
-    for f in base.iterdir():
-        if f.is_file() and f.suffix in (".json", ".jinja", ".txt", ".model") and "safetensors" not in f.name:
-            shutil.copyfile(f, out / f.name)
-    return out

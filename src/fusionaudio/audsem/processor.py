@@ -26,8 +26,12 @@ import logging
 import re
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers.utils import chat_template_utils as _chat
+
+from fusionaudio.audio import AudioError, read_audio, resample
+from fusionaudio.audsem.config import SYSTEM_PROMPT
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +67,7 @@ class OmniAudioProcessor:
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: processor directory not found")
-        from fusionaudio.tokenizer import read_json_object, refuse_remote_code
+        from fusionaudio.loading.files import read_json_object, refuse_remote_code
 
         for name in ("tokenizer_config.json", "config.json", "processor_config.json", "preprocessor_config.json"):
             if (path / name).is_file():
@@ -198,3 +202,54 @@ def _find_chat_template(path: Path, proc_cfg: dict, tokenizer) -> str:
         f"{path}: no chat template (looked for processor_config.json, chat_template.json, chat_template.jinja "
         "and the tokenizer's template)"
     )
+
+
+RESAMPLERS = ("sinc", "soxr", "librosa")  # sinc = the model card's torchaudio.transforms.Resample
+
+
+def check_resampler(resampler: str) -> str:
+    if resampler not in RESAMPLERS:
+        raise ValueError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}")
+    return resampler
+
+
+def load_audio(path, sampling_rate: int, min_seconds: float = 1.0, max_seconds: float | None = 30.0,
+               resampler: str = "sinc") -> np.ndarray:
+    """Decode ``path`` to mono float32 at ``sampling_rate``.
+
+    Channels are averaged; clips shorter than ``min_seconds`` are zero-padded to it and clips longer
+    than ``max_seconds`` are cut (the public AudSemThinker evaluation code does both, with 1 s and 30 s).
+    Raises :class:`fusionaudio.audio.AudioError` naming the file for missing, undecodable or empty audio.
+    """
+    wave, sr = read_audio(path)
+    return waveform_to_mono(wave, sr, sampling_rate, min_seconds, max_seconds, resampler, path)
+
+
+def waveform_to_mono(wave, sr: int, sampling_rate: int, min_seconds: float = 1.0,
+                     max_seconds: float | None = 30.0, resampler: str = "sinc", path=None) -> np.ndarray:
+    """:func:`load_audio` for an already decoded ``[channels, samples]`` waveform."""
+    if wave.numel() == 0 or wave.shape[-1] == 0:
+        raise AudioError("no audio samples", path)
+    if not torch.isfinite(wave).all():
+        raise AudioError("audio contains NaN or infinite samples", path)
+    mono = wave.mean(dim=0, keepdim=True)
+    mono = resample(mono, sr, sampling_rate, method=resampler)[0].numpy().astype(np.float32)
+    if max_seconds is not None and mono.shape[0] > int(max_seconds * sampling_rate):
+        logger.warning("%s: %.1f s of audio cut to the first %.1f s", path, mono.shape[0] / sampling_rate, max_seconds)
+        mono = mono[: int(max_seconds * sampling_rate)]
+    if mono.shape[0] < int(min_seconds * sampling_rate):
+        mono = np.pad(mono, (0, int(min_seconds * sampling_rate) - mono.shape[0]))
+    return mono
+
+
+def build_conversation(instruction: str, has_audio: bool, system_prompt: str = SYSTEM_PROMPT,
+                       completion: str | None = None) -> list[dict]:
+    """The chat messages AudSemThinker is prompted (and trained) with."""
+    user = ([{"type": "audio"}] if has_audio else []) + [{"type": "text", "text": instruction}]
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": system_prompt}]},
+        {"role": "user", "content": user},
+    ]
+    if completion is not None:
+        messages.append({"role": "assistant", "content": [{"type": "text", "text": completion}]})
+    return messages

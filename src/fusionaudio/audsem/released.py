@@ -9,7 +9,6 @@ and gives the vision tower a width of 3584. :data:`RELEASED_THINKER` holds the r
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 from pathlib import Path
 
@@ -26,22 +25,6 @@ RELEASED_THINKER = {
                           fullatt_block_indexes=[7, 15, 23, 31], hidden_act="silu"),
 }
 
-#: transformers-5.x thinker names -> the released checkpoint's names (inverse of adapter.THINKER_4X_TO_5X).
-CURRENT_TO_RELEASED: list[tuple[str, str]] = [
-    (r"^model\.language_model\.", "thinker.model."),
-    (r"^model\.(audio_tower|visual)\.", r"thinker.\1."),
-    (r"^lm_head\.", "thinker.lm_head."),
-]
-_RULES = [(re.compile(p), r) for p, r in CURRENT_TO_RELEASED]
-
-
-def released_name(current: str) -> str:
-    for pattern, repl in _RULES:
-        if pattern.search(current):
-            return pattern.sub(repl, current, count=1)
-    raise KeyError(f"no released name for {current!r}")
-
-
 def write_released_config(directory) -> Path:
     """A full-Omni ``config.json`` with the released thinker values (no weights)."""
     out = Path(directory)
@@ -55,8 +38,8 @@ def write_released_config(directory) -> Path:
 def released_thinker_coverage() -> dict:
     """Build the 7B thinker on the meta device with ``load_thinker(..., device="meta")`` and compare
     its parameters with the released key layout (each maps to a released name and back)."""
-    from fusionaudio.audsem.adapter import to_current_name
-    from fusionaudio.audsem.model import load_thinker
+    from fusionaudio.audsem.keymap import released_name, to_current_name
+    from fusionaudio.audsem.loading import load_thinker
 
     with tempfile.TemporaryDirectory() as tmp:
         model = load_thinker(write_released_config(tmp), device="meta")

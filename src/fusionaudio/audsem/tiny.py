@@ -158,6 +158,6 @@ def _main(out_dir: str, full_omni: bool = False, seed: int = 0) -> str:
 
 
 if __name__ == "__main__":
-    import fire
+    from fusionaudio.commands import function_main
 
-    fire.Fire(_main)
+    raise SystemExit(function_main(_main, "python -m fusionaudio.audsem.tiny"))

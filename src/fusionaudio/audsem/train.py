@@ -30,8 +30,9 @@ import torch
 
 from fusionaudio.audio import AudioError
 from fusionaudio.audsem.config import DEFAULT_PROMPT_MODE, LORA_DEFAULTS, SYSTEM_PROMPT, TRAIN_DEFAULTS, build_instruction
-from fusionaudio.audsem.model import build_conversation, check_resampler, load_audio, load_thinker
-from fusionaudio.model.loading import resolve_dtype
+from fusionaudio.audsem.processor import build_conversation, check_resampler, load_audio
+from fusionaudio.audsem.loading import load_thinker
+from fusionaudio.loading.weights import resolve_dtype
 from fusionaudio.audsem.processor import OmniAudioProcessor
 from fusionaudio.structured import VARIANTS, parse_structured
 
@@ -300,12 +301,12 @@ def train(base_model_path: str, data_path: str, output_dir: str, epochs: int = T
     return {"output_dir": str(out), "steps": step, "losses": losses}
 
 
-def main():
-    import fire
+def main(argv=None) -> int:
+    from fusionaudio.commands import function_main
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    fire.Fire(train)
+    return function_main(train, "python -m fusionaudio.audsem.train", argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -8,6 +8,6 @@
 ``python -m fusionaudio.benchmarks list`` names the benchmarks and the files each one reads.
 """
 
-from .builders import BUILDERS, BenchmarkError, build, write_records
+from fusionaudio.benchmarks.builders import BUILDERS, BenchmarkError, build, write_records
 
 __all__ = ["BUILDERS", "BenchmarkError", "build", "write_records"]

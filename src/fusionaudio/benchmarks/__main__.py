@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .builders import BUILDERS, BenchmarkError, build, write_records
+from fusionaudio.benchmarks.builders import BUILDERS, BenchmarkError, build, write_records
 
 
 def main(argv=None) -> int:

@@ -16,6 +16,6 @@ Field conventions: every evaluator reads the model answer from ``prediction`` an
 ground truth from ``output`` (``--pred_key`` / ``--ref_key`` override both).
 """
 
-from .records import DEFAULT_PRED_KEY, DEFAULT_REF_KEY, EvalInputError, load_records
+from fusionaudio.evaluate.records import DEFAULT_PRED_KEY, DEFAULT_REF_KEY, EvalInputError, load_records
 
 __all__ = ["DEFAULT_PRED_KEY", "DEFAULT_REF_KEY", "EvalInputError", "load_records"]

@@ -18,11 +18,13 @@ CLI::
 
 from __future__ import annotations
 
+from fusionaudio.commands import function_main, print_result
+
 import re
 import shutil
 from pathlib import Path
 
-from .records import (
+from fusionaudio.evaluate.records import (
     DEFAULT_PRED_KEY,
     DEFAULT_REF_KEY,
     EvalInputError,
@@ -31,9 +33,8 @@ from .records import (
     get_prediction,
     get_text_list,
     load_predictions,
-    run_cli,
 )
-from .report import default_output, make_result, write_report
+from fusionaudio.evaluate.report import default_output, make_result, write_report
 
 ALL_METRICS = ("bleu", "meteor", "rouge", "cider", "spice")
 # tokens the COCO toolkit drops after PTB tokenisation
@@ -199,7 +200,7 @@ def evaluate_captioning(
     (see :mod:`.captioning_ltu`; ``metrics`` and ``group_key`` do not apply there).
     """
     if protocol == "ltu":
-        from .captioning_ltu import evaluate_ltu
+        from fusionaudio.evaluate.captioning_ltu import evaluate_ltu
 
         return evaluate_ltu(input, output, pred_key, ref_key, trials, tokenizer, strict_first_char, structured)
     if protocol != "coco":
@@ -219,11 +220,9 @@ def evaluate_captioning(
     return result
 
 
-def main():
-    import fire
-
-    run_cli(lambda: fire.Fire(evaluate_captioning, serialize=lambda r: r["metrics"] if isinstance(r, dict) else r))
-
+def main(argv=None) -> int:
+    return function_main(evaluate_captioning, "python -m fusionaudio.evaluate.captioning", argv,
+                         show=lambda r: print_result(r["metrics"] if isinstance(r, dict) else r))
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -23,9 +23,9 @@ import string
 
 import numpy as np
 
-from .captioning import caption_scores
-from .records import EvalInputError, count_null, get_field, get_prediction, get_text_list, load_predictions
-from .report import default_output, make_result, write_report
+from fusionaudio.evaluate.captioning import caption_scores
+from fusionaudio.evaluate.records import EvalInputError, count_null, get_field, get_prediction, get_text_list, load_predictions
+from fusionaudio.evaluate.report import default_output, make_result, write_report
 
 _PUNCT = str.maketrans("", "", string.punctuation)
 

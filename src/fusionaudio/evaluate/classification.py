@@ -27,15 +27,17 @@ CLI::
 
 from __future__ import annotations
 
+from fusionaudio.commands import function_main, print_result
+
 import csv
 import re
 from pathlib import Path
 
 import numpy as np
 
-from .cls_stats import reference_stats, write_reference_files
-from .embeddings import CachedEmbedder, cosine_matrix, make_backend, named_embedder
-from .records import (
+from fusionaudio.evaluate.cls_stats import reference_stats, write_reference_files
+from fusionaudio.evaluate.embeddings import CachedEmbedder, cosine_matrix, make_backend, named_embedder
+from fusionaudio.evaluate.records import (
     DEFAULT_PRED_KEY,
     DEFAULT_REF_KEY,
     EvalInputError,
@@ -44,9 +46,8 @@ from .records import (
     get_prediction,
     load_predictions,
     normalize_text,
-    run_cli,
 )
-from .report import default_output, make_result, write_report
+from fusionaudio.evaluate.report import default_output, make_result, write_report
 
 PREFIX = "sound of "
 _LABELS_PREFIX = re.compile(r"^\s*labels?\s*:\s*", re.IGNORECASE)
@@ -354,7 +355,7 @@ def _resolve_embedder(embedder, backend, embed_model, embed_base_url, embed_api_
 
 
 def _backend_comparability(backend: str, embed_model: str | None) -> str:
-    from .embeddings import NOT_COMPARABLE
+    from fusionaudio.evaluate.embeddings import NOT_COMPARABLE
 
     if backend == "openai" and embed_model == "text-embedding-3-large":
         return "comparable (OpenAI text-embedding-3-large, the published setting)"
@@ -363,15 +364,13 @@ def _backend_comparability(backend: str, embed_model: str | None) -> str:
     return NOT_COMPARABLE
 
 
-def main():
-    import fire
-
-    run_cli(lambda: fire.Fire(evaluate_classification, serialize=_metrics_only))
-
-
 def _metrics_only(result):
     return result["metrics"] if isinstance(result, dict) and "metrics" in result else result
 
 
+def main(argv=None) -> int:
+    return function_main(evaluate_classification, "python -m fusionaudio.evaluate.classification", argv,
+                         show=lambda r: print_result(_metrics_only(r)))
+
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

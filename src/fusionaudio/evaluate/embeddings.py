@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import SqliteCache, default_cache_dir, hash_key
+from fusionaudio.evaluate.cache import SqliteCache, default_cache_dir, hash_key
 
 
 def _offline() -> None:
@@ -107,7 +107,7 @@ class OpenAIEmbeddingBackend(EmbeddingBackend):
     """An OpenAI-compatible ``/embeddings`` endpoint."""
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", **client_kwargs):
-        from .judge import OpenAICompatClient
+        from fusionaudio.evaluate.judge import OpenAICompatClient
 
         self.client = OpenAICompatClient(base_url, model, api_key_env=api_key_env, use_cache=False, **client_kwargs)
         self.backend_id = f"openai:{self.client.base_url}:{model}"

@@ -26,7 +26,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .cache import SqliteCache, default_cache_dir, hash_key
+from fusionaudio.evaluate.cache import SqliteCache, default_cache_dir, hash_key
 
 logger = logging.getLogger(__name__)
 

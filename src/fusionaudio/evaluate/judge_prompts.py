@@ -26,7 +26,7 @@ import string
 from dataclasses import dataclass
 from pathlib import Path
 
-from .records import EvalInputError
+from fusionaudio.evaluate.records import EvalInputError
 
 logger = logging.getLogger(__name__)
 

@@ -22,13 +22,15 @@ default system prompt, which is the AudSemThinker one.
 
 from __future__ import annotations
 
+from fusionaudio.commands import subcommands_main
+
 import json
 import os
 import re
 from pathlib import Path
 
-from .records import EvalInputError, get_field, load_records, run_cli
-from .report import default_output, make_result, write_report
+from fusionaudio.evaluate.records import EvalInputError, get_field, load_records
+from fusionaudio.evaluate.report import default_output, make_result, write_report
 
 TASKS = ("sound", "music", "speech")
 DIFFICULTIES = ("easy", "medium", "hard")
@@ -155,11 +157,8 @@ def score_summary(input: str, output: str | None = None, pred_key: str = "predic
     return {k: v for k, v in metrics.items() if not isinstance(v, dict)}
 
 
-def main():
-    import fire
-
-    run_cli(lambda: fire.Fire({"prepare": prepare, "score": score_summary}))
-
+def main(argv=None) -> int:
+    return subcommands_main({"prepare": prepare, "score": score_summary}, "python -m fusionaudio.evaluate.mmau", argv)
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -23,14 +23,18 @@ CLI (judge flags go anywhere; the key is read from the env variable ``--judge_ap
 
 from __future__ import annotations
 
+import inspect
+
+from fusionaudio.commands import print_result, run_command, subcommand_parser
+
 import re
 from collections import Counter, defaultdict
 
-from .judge import OpenAICompatClient, client_from_args
-from .judge_prompts import JudgePrompt, load_prompt
-from .qa_common import breakdown, finish, mean, meta, question_groups
-from .qa_judged import evaluate_chat, evaluate_graded, parse_chat, parse_graded  # noqa: F401 - parse_* re-exported
-from .records import (
+from fusionaudio.evaluate.judge import OpenAICompatClient, client_from_args
+from fusionaudio.evaluate.judge_prompts import JudgePrompt, load_prompt
+from fusionaudio.evaluate.qa_common import breakdown, finish, mean, meta, question_groups
+from fusionaudio.evaluate.qa_judged import evaluate_chat, evaluate_graded, parse_chat, parse_graded  # noqa: F401 - parse_* re-exported
+from fusionaudio.evaluate.records import (
     DEFAULT_PRED_KEY,
     DEFAULT_REF_KEY,
     EvalInputError,
@@ -39,7 +43,6 @@ from .records import (
     get_text_list,
     load_predictions,
     normalize_text,
-    run_cli,
 )
 
 LETTERS = "ABCDEFGH"
@@ -326,11 +329,19 @@ def _summary(result: dict) -> dict:
     return {k: v for k, v in result["metrics"].items() if not isinstance(v, dict)}
 
 
-def main():
-    import fire
+def main(argv=None) -> int:
+    methods = {name: getattr(QACommands, name) for name in ("mcq", "graded", "chat", "yesno")}
+    parser = subcommand_parser(methods, "python -m fusionaudio.evaluate.qa", QACommands.__doc__.split("\n")[0],
+                               common=QACommands.__init__, common_doc=QACommands.__doc__)
+    args = vars(parser.parse_args(argv))
+    init = {k: args[k] for k in inspect.signature(QACommands.__init__).parameters if k in args}
 
-    run_cli(lambda: fire.Fire(QACommands))
+    def run():
+        commands = QACommands(**init)
+        method = getattr(commands, args["_command"])
+        print_result(method(**{k: args[k] for k in inspect.signature(method).parameters if k in args}))
 
+    return run_command(run)
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

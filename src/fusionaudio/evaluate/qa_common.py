@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from .records import count_null, get_field, get_prediction, get_text_list
-from .report import default_output, make_result, write_report
+from fusionaudio.evaluate.records import count_null, get_field, get_prediction, get_text_list
+from fusionaudio.evaluate.report import default_output, make_result, write_report
 
 
 def mean(values) -> float | None:

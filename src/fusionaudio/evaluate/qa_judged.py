@@ -18,10 +18,10 @@ Both follow FusionAudio's scripts (``src/eval/AudioBench/*/LLM_judge.py``, ``src
 
 from __future__ import annotations
 
-from .judge import OpenAICompatClient
-from .judge_prompts import load_prompt, reference_text
-from .qa_common import finish, mean, meta, question_groups
-from .records import (
+from fusionaudio.evaluate.judge import OpenAICompatClient
+from fusionaudio.evaluate.judge_prompts import load_prompt, reference_text
+from fusionaudio.evaluate.qa_common import finish, mean, meta, question_groups
+from fusionaudio.evaluate.records import (
     DEFAULT_PRED_KEY,
     DEFAULT_REF_KEY,
     EvalInputError,

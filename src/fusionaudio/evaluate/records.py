@@ -14,6 +14,8 @@ Files from the reference implementation after its ``modify_json`` step use
 
 from __future__ import annotations
 
+from fusionaudio.errors import InputError
+
 import json
 import os
 import re
@@ -26,7 +28,7 @@ DEFAULT_REF_KEY = "output"
 _MISSING = object()
 
 
-class EvalInputError(ValueError):
+class EvalInputError(InputError):
     """A bad evaluation input: the message names the file and, where known, the record index."""
 
 
@@ -143,14 +145,3 @@ def group_records(records: list[dict], keys: tuple[str, ...], path: Any) -> dict
         k = tuple(str(get_field(rec, key, path, i, types=())) for key in keys)
         groups.setdefault(k, []).append(i)
     return groups
-
-
-def run_cli(fire_call) -> None:
-    """Run a CLI entry point; bad inputs print one clear line (no traceback) and exit with status 2."""
-    import sys
-
-    try:
-        fire_call()
-    except EvalInputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)

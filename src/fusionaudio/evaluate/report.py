@@ -9,12 +9,14 @@ puts several results into one table.
 
 from __future__ import annotations
 
+from fusionaudio.commands import subcommands_main
+
 import datetime as _dt
 import json
 import math
 from pathlib import Path
 
-from .records import EvalInputError, run_cli
+from fusionaudio.evaluate.records import EvalInputError
 
 
 def make_result(task: str, metrics: dict, meta: dict, unavailable: dict | None = None, details=None) -> dict:
@@ -130,11 +132,8 @@ def gather(*paths: str, output: str | None = None) -> str:
     return table
 
 
-def main():
-    import fire
-
-    run_cli(lambda: fire.Fire({"gather": gather}))
-
+def main(argv=None) -> int:
+    return subcommands_main({"gather": gather}, "python -m fusionaudio.evaluate.report", argv)
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

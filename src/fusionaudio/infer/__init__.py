@@ -57,22 +57,26 @@ and exits with status 1.
 
 Sampling: with ``--seed S`` each batch is seeded with ``S + index of its first record``; so with
 ``--batch_size 1`` a record's sample does not depend on sharding or restarts. Greedy decoding
-(``--do_sample False``) is deterministic.
+(``--do_sample false``, ``--greedy`` or ``--temperature 0``) is deterministic.
 """
 
-from .backends import GEN_OPTIONS, AudSemBackend, GamaBackend, generation_options, load_backend
-from .cli import build_merge_parser, build_parser, main, parse_bool, parse_shard, resolve_arch
-from .journal import (CONFIG_NAME, SHARD_GLOB, ShardProgress, ShardWriter, _complete_lines, check_settings,
-                      default_work_dir, errors_path, read_all_shards, read_shard)
-from .records import (OUTPUT_FIELDS, InferError, Item, PathResolver, load_input, make_items, output_record,
-                      read_input, record_id)
-from .runners import make_batches, merge, pending, run_settings, run_shard
+_LAZY = {
+    "answerers": ("GEN_OPTIONS", "AudSemAnswerer", "GamaAnswerer", "generation_options", "load_answerer"),
+    "cli": ("build_merge_parser", "build_parser", "main", "parse_shard", "resolve_arch"),
+    "journal": ("CONFIG_NAME", "SHARD_GLOB", "ShardProgress", "ShardWriter", "check_settings", "default_work_dir",
+                "errors_path", "read_all_shards", "read_shard", "complete_lines"),
+    "records": ("OUTPUT_FIELDS", "InferError", "Item", "PathResolver", "load_input", "make_items", "output_record",
+                "read_input", "record_id"),
+    "runners": ("make_batches", "merge", "pending", "run_settings", "run_shard"),
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+__all__ = sorted(_WHERE)
 
-__all__ = [
-    "GEN_OPTIONS", "AudSemBackend", "GamaBackend", "generation_options", "load_backend", "build_merge_parser",
-    "build_parser", "main", "parse_bool", "parse_shard", "resolve_arch", "CONFIG_NAME", "SHARD_GLOB",
-    "ShardProgress", "ShardWriter", "_complete_lines", "check_settings", "default_work_dir", "errors_path",
-    "read_all_shards", "read_shard", "OUTPUT_FIELDS", "InferError", "Item", "PathResolver", "load_input",
-    "make_items", "output_record", "read_input", "record_id", "make_batches", "merge", "pending", "run_settings",
-    "run_shard",
-]
+
+def __getattr__(name):
+    """The package's names, imported on first use (``import fusionaudio.infer`` stays cheap)."""
+    if name in _WHERE:
+        import importlib
+
+        return getattr(importlib.import_module(f"fusionaudio.infer.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'fusionaudio.infer' has no attribute {name!r}")

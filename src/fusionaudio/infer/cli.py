@@ -8,22 +8,13 @@ import os
 import signal
 import sys
 
-from .loader import default_loader_workers
-from .records import parse_path_map
+from fusionaudio.commands import HelpFormatter, parse_bool, run_command
+from fusionaudio.infer.loader import default_loader_workers
+from fusionaudio.infer.records import parse_path_map
 
 log = logging.getLogger("fusionaudio.infer")
 
 RESAMPLER_CHOICES = ("sinc", "soxr", "librosa")
-
-
-def parse_bool(text: str) -> bool:
-    """``true/false``, ``1/0``, ``yes/no`` (any case): the reference's ``type=bool`` took "False" as True."""
-    value = str(text).strip().lower()
-    if value in ("true", "1", "yes", "y", "on"):
-        return True
-    if value in ("false", "0", "no", "n", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -63,10 +54,10 @@ def _add_output_options(p) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..generation import GENERATION_DEFAULTS as d
+    from fusionaudio.gama.generation import GENERATION_DEFAULTS as d
 
     p = argparse.ArgumentParser(
-        prog="python -m fusionaudio.infer",
+        prog="python -m fusionaudio.infer", formatter_class=HelpFormatter,
         description="Batch inference over a JSON/JSONL file of records (sharded, resumable). "
                     "`python -m fusionaudio.infer merge --json_input X --json_output Y` merges the shard files.")
     p.add_argument("--json_input", required=True, help="records {audio_id, instruction, input?, output?, ...} "
@@ -90,7 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--do_sample", type=parse_bool, nargs="?", const=True, default=None,
                    help=f"true/false (default {d['do_sample']})")
     g.add_argument("--num_beams", type=positive_int, default=None, help=f"(default {d['num_beams']})")
-    g.add_argument("--temperature", type=float, default=None, help=f"(default {d['temperature']})")
+    g.add_argument("--greedy", action="store_true", help="greedy decoding (same as --do_sample false or --temperature 0)")
+    g.add_argument("--temperature", type=float, default=None, help=f"0 means greedy (default {d['temperature']})")
     g.add_argument("--top_p", type=float, default=None, help=f"(default {d['top_p']})")
     g.add_argument("--top_k", type=int, default=None, help=f"(default {d['top_k']})")
     g.add_argument("--max_new_tokens", type=positive_int, default=None, help=f"(default {d['max_new_tokens']})")
@@ -127,30 +119,28 @@ def build_parser() -> argparse.ArgumentParser:
     # set by a --num_workers parent for its workers: one run id per attempt; no bar, no merge hint
     p.add_argument("--run_id", default=None, help=argparse.SUPPRESS)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
 def build_merge_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fusionaudio.infer merge",
+    p = argparse.ArgumentParser(prog="python -m fusionaudio.infer merge", formatter_class=HelpFormatter,
                                 description="Merge shard files into json_output (every input record once, in order).")
-    p.add_argument("--json_input", required=True)
-    p.add_argument("--json_output", required=True)
-    p.add_argument("--work_dir", default=None, help="default: <json_output>.parts/")
+    p.add_argument("--json_input", required=True, help="the records file the run read")
+    p.add_argument("--json_output", required=True, help="where the merged results go")
+    p.add_argument("--work_dir", default=None, help="the shard files (default: <json_output>.parts/)")
     _add_output_options(p)
-    p.add_argument("--debug", action="store_true")
     return p
 
 
 def resolve_arch(args) -> None:
     """Turn ``--arch auto`` into ``gama`` or ``audsemthinker`` (from the base model's config) and check
     the options that only one architecture takes."""
-    from .records import InferError
+    from fusionaudio.infer.records import InferError
 
     if args.arch == "auto":
         args.arch = "gama"
         if args.base_model is not None:
-            from ..audsem import detect_arch
+            from fusionaudio.inference import detect_arch
 
             args.arch = detect_arch(args.base_model)
     if args.prompt_mode is not None and args.arch != "audsemthinker":
@@ -170,7 +160,7 @@ def _sigterm_to_exit(signum, frame):  # pragma: no cover - exercised by signals
 
 
 def _action(argv: list[str]):
-    from . import runners
+    from fusionaudio.infer import runners
 
     if argv[:1] == ["merge"]:
         args = build_merge_parser().parse_args(argv[1:])
@@ -196,15 +186,9 @@ def main(argv=None) -> int:
     args, action = _action(argv)
     previous_handler = signal.signal(signal.SIGTERM, _sigterm_to_exit)
     try:
-        return action()
-    except KeyboardInterrupt:
-        log.error("interrupted; finished records are kept, run the same command again to resume")
-        return 130
-    except Exception as exc:  # noqa: BLE001 - every failure becomes one clear line
-        if args.debug:
-            raise
-        notes = " ".join(getattr(exc, "__notes__", []))
-        log.error("%s: %s%s", type(exc).__name__, exc, f" ({notes})" if notes else "")
-        return 2
+        code = run_command(action)
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
+    if code == 130:
+        log.error("interrupted; finished records are kept, run the same command again to resume")
+    return code

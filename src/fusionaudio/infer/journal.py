@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from .records import InferError, is_valid_result
+from fusionaudio.infer.records import InferError, is_valid_result
 
 try:
     import fcntl
@@ -32,7 +32,7 @@ def io_error(path, exc: OSError, action: str) -> InferError:
     return InferError(f"{path}: cannot {action} ({reason}{f', errno {exc.errno}' if exc.errno else ''})")
 
 
-def _complete_lines(data: bytes) -> tuple[list[bytes], int]:
+def complete_lines(data: bytes) -> tuple[list[bytes], int]:
     """Newline-terminated lines of ``data`` and the length of the unterminated tail (a partial write)."""
     end = data.rfind(b"\n") + 1
     return data[:end].split(b"\n")[:-1], len(data) - end
@@ -46,7 +46,7 @@ def read_shard(path: Path) -> list[dict]:
         data = path.read_bytes()
     except OSError as exc:
         raise io_error(path, exc, "read the shard file") from None
-    lines, tail = _complete_lines(data)
+    lines, tail = complete_lines(data)
     entries = []
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
@@ -117,7 +117,7 @@ class ShardWriter:
             self.file.close()
             raise InferError(f"{self.path} is locked by another process: is the same run already going?")
         try:
-            _, tail = _complete_lines(self.path.read_bytes())
+            _, tail = complete_lines(self.path.read_bytes())
             if tail:
                 log.warning("%s: cutting an incomplete final line (%d bytes) left by an interrupted run", self.path, tail)
                 self.file.truncate(self.path.stat().st_size - tail)

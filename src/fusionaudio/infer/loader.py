@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Iterator
 
-from .records import Item
+from fusionaudio.infer.records import Item
 
 log = logging.getLogger("fusionaudio.infer")
 
 #: Samples of a 16 kHz signal that the first 1024 fbank frames use (400 + 1023 * 160).
 FBANK_SAMPLES = 400 + 1023 * 160
-#: AudSemThinker's clips are cut to 30 s (``fusionaudio.audsem.model.load_audio``'s default).
+#: AudSemThinker's clips are cut to 30 s (``fusionaudio.audsem.inference.load_audio``'s default).
 AUDSEM_MAX_SECONDS = 30.0
 
 
@@ -39,7 +39,7 @@ class Prepared:
 def describe_failure(exc: BaseException, path) -> str:
     """One line for a record's failure: AudioErrors as they are (they name the file), anything else
     with its type and the file."""
-    from ..audio import AudioError
+    from fusionaudio.audio import AudioError
 
     if isinstance(exc, AudioError):
         return str(exc)
@@ -50,8 +50,8 @@ def describe_failure(exc: BaseException, path) -> str:
 def prepare_gama(path, resampler: str = "sinc") -> Prepared:
     """Decode + resample + channel-reduce + mean-remove one file (the reference front end up to the
     fbank), the signal cut to what the first 1024 frames use."""
-    from .. import audio as A
-    from ..cli import audio_info_dict
+    from fusionaudio import audio as A
+    from fusionaudio.audio.decode import audio_info_dict
 
     mono, info = A.prepare_waveform(path, resampler=resampler)
     return Prepared(mono[:FBANK_SAMPLES].contiguous(), audio_info_dict(info))
@@ -59,8 +59,8 @@ def prepare_gama(path, resampler: str = "sinc") -> Prepared:
 
 def prepare_audsem(path, resampler: str = "sinc", sampling_rate: int = 16000) -> Prepared:
     """Decode + check + resample one file for AudSemThinker (what its processor is fed)."""
-    from ..audio import read_audio
-    from ..audsem.model import waveform_to_mono
+    from fusionaudio.audio import read_audio
+    from fusionaudio.audsem.processor import waveform_to_mono
 
     wave, sr = read_audio(path)  # decoded once: its info and the processor's input
     duration, channels = wave.shape[-1] / sr, int(wave.shape[0])
@@ -142,7 +142,7 @@ def fbanks_for(prepared: list[Prepared], paths: list, device) -> list:
     fails) gets an error on its :class:`Prepared` instead, and its slot is None."""
     import torch
 
-    from ..audio import fbank_batch
+    from fusionaudio.audio import fbank_batch
 
     monos = [p.audio for p in prepared]
     try:

@@ -7,8 +7,8 @@ import json
 import logging
 from pathlib import Path
 
-from . import journal
-from .records import MAX_LISTED, InferError, final_record, make_items, read_input
+from fusionaudio.infer import journal
+from fusionaudio.infer.records import MAX_LISTED, InferError, final_record, make_items, read_input
 
 log = logging.getLogger("fusionaudio.infer")
 

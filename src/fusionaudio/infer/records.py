@@ -90,14 +90,14 @@ def read_input(path) -> tuple[list[dict], bool]:
     """(flat records, nested) of ``path`` (JSON list or JSONL), checked: each an object with a string
     ``instruction``, an ``audio_id`` (string, or null for text only) and, if present, a string (or
     null) ``input``. ``nested``: the file holds CompA-R records (flattened here)."""
-    from ..data import DataValidationError, load_records
+    from fusionaudio.records import RecordError, load_records
 
     path = Path(path)
     if not path.is_file():
         raise InferError(f"--json_input {path}: file not found")
     try:
         records = load_records(path)
-    except (DataValidationError, UnicodeDecodeError) as exc:
+    except (RecordError, UnicodeDecodeError) as exc:
         raise InferError(f"--json_input {path}: {exc}") from None
     except OSError as exc:
         raise InferError(f"--json_input {path}: cannot read ({exc.strerror or exc})") from None
@@ -141,7 +141,7 @@ class PathResolver:
     path_map: tuple[tuple[str, str], ...] = ()
 
     def __call__(self, audio_id) -> Path | None:
-        from ..data import is_text_only
+        from fusionaudio.records import is_text_only
 
         if is_text_only(audio_id):
             return None
@@ -183,7 +183,7 @@ def output_record(item: Item, result: dict, structured: bool) -> dict:
     """The shard form of a result: the input record plus the output fields."""
     out = {**item.record, "record_id": item.record_id, **result}
     if structured:
-        from ..structured import parse_structured
+        from fusionaudio.structured import parse_structured
 
         out["structured"] = None if result["prediction"] is None else parse_structured(result["prediction"])
     return out

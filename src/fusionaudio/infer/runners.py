@@ -13,10 +13,10 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 
-from . import journal, loader
-from .backends import GEN_OPTIONS, generation_options, load_backend, prompt_key
-from .merge import check_paths, merge
-from .records import OUTPUT_FIELDS, InferError, Item, make_items, output_record, read_input, resolver_from_args
+from fusionaudio.infer import journal, loader
+from fusionaudio.infer.answerers import GEN_OPTIONS, generation_options, load_answerer, prompt_key
+from fusionaudio.infer.merge import check_paths, merge
+from fusionaudio.infer.records import OUTPUT_FIELDS, InferError, Item, make_items, output_record, read_input, resolver_from_args
 
 log = logging.getLogger("fusionaudio.infer")
 
@@ -27,7 +27,7 @@ BARRIER_TIMEOUT = timedelta(days=7)
 def run_settings(args) -> dict:
     """What determines the predictions: a work dir holding results made otherwise is not resumed."""
     return {
-        **{f"generation.{k}": v for k, v in generation_options(args).items()},
+        **{f"generation.{k}": v for k, v in generation_options(args.arch, args).items()},
         "arch": args.arch,
         "base_model": None if args.base_model is None else str(Path(args.base_model).resolve()),
         "model_path": None if args.model_path is None else str(Path(args.model_path).resolve()),
@@ -110,7 +110,7 @@ def run_shard(args, rank: int, world: int, device, run_id: str, progress: str, r
             prepare.keywords["sampling_rate"] = _audsem_rate(args.base_model)
         # the loader workers start decoding the first batches while the model loads
         stream = loader.iterate(batches, prepare, args.loader_workers)
-        backend = load_backend(args, device)
+        backend = load_answerer(args, device)
         watcher = journal.ShardProgress(work_dir) if progress == "all" else None
         total = len(todo_all) if progress == "all" else len(todo)
         with tqdm(total=total, unit="rec", desc=f"infer shard {rank}/{world}" if progress == "own" else "infer",
@@ -138,7 +138,7 @@ def worker_device(requested: str | None, local_rank: int, world: int):
     ``cpu`` or ``cuda:K`` is used as given."""
     import torch
 
-    from ..inference import resolve_device
+    from fusionaudio.loading.device import resolve_device
 
     if requested in (None, "auto", "cuda") and torch.cuda.is_available() and world > 1:
         requested = f"cuda:{local_rank}"

@@ -12,11 +12,11 @@ import sys
 
 
 def _run(argv) -> int:
-    from .config import ConfigError, load_config
-    from .inputs import InputError
-    from .outputs import format_summary
-    from .run import RestartMismatch, run_pipeline
-    from .stages.base import StageError
+    from fusionaudio.pipeline.config import ConfigError, load_config
+    from fusionaudio.pipeline.inputs import InputError
+    from fusionaudio.pipeline.outputs import format_summary
+    from fusionaudio.pipeline.run import RestartMismatch, run_pipeline
+    from fusionaudio.pipeline.stages.base import StageError
 
     p = argparse.ArgumentParser(prog="python -m fusionaudio.pipeline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "make-tiny-models":
-        from .tiny_models import make_tiny_models
+        from fusionaudio.pipeline.tiny_models import make_tiny_models
 
         if len(argv) != 2:
             print("usage: python -m fusionaudio.pipeline make-tiny-models DIR", file=sys.stderr)
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
             print(f"{kind}: {path}  (TINY RANDOM model)")
         return 0
     if argv and argv[0] == "make-example-clips":
-        from .synthetic import make_example_clips
+        from fusionaudio.pipeline.synthetic import make_example_clips
 
         if len(argv) != 2:
             print("usage: python -m fusionaudio.pipeline make-example-clips DIR", file=sys.stderr)

@@ -80,7 +80,7 @@ def merge_section(config_path, name: str, given: dict | None, defaults: dict) ->
 
 def load_config(path, overrides: dict | None = None) -> PipelineConfig:
     """Read ``path`` (YAML), apply ``overrides`` (top-level keys, e.g. from the command line)."""
-    from .stages import STAGE_CLASSES
+    from fusionaudio.pipeline.stages import STAGE_CLASSES
 
     path = Path(path)
     if not path.is_file():

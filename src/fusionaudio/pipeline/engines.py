@@ -15,11 +15,11 @@ import os
 import time
 from pathlib import Path
 
-from .config import PipelineConfig
-from .inputs import Clip
-from .stages import STAGE_CLASSES
-from .stages.base import run_batch
-from .store import ResultStore
+from fusionaudio.pipeline.config import PipelineConfig
+from fusionaudio.pipeline.inputs import Clip
+from fusionaudio.pipeline.stages import STAGE_CLASSES
+from fusionaudio.pipeline.stages.base import run_batch
+from fusionaudio.pipeline.store import ResultStore
 
 log = logging.getLogger("fusionaudio.pipeline")
 

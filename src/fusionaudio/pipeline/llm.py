@@ -10,8 +10,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .stages.base import StageError
-from .stages.common import model_dir, torch_dtype
+from fusionaudio.pipeline.stages.base import StageError
+from fusionaudio.pipeline.stages.common import model_dir, torch_dtype
 
 LLM_DEFAULTS = {"backend": "local", "model": "tiny", "base_url": None, "api_key_env": "OPENAI_API_KEY",
                 "timeout_s": 120.0, "max_retries": 2, "max_workers": 8, "temperature": 0.0, "max_tokens": 256,

@@ -15,9 +15,9 @@ import os
 from collections import Counter
 from pathlib import Path
 
-from .config import STAGE_ORDER, PipelineConfig
-from .inputs import Clip
-from .store import ResultStore, atomic_write_text
+from fusionaudio.pipeline.config import STAGE_ORDER, PipelineConfig
+from fusionaudio.pipeline.inputs import Clip
+from fusionaudio.pipeline.store import ResultStore, atomic_write_text
 
 CUE_STAGES = ("asr", "tagging", "audio_caption", "music_caption", "visual_caption")
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import logging
 
-from .config import PipelineConfig
-from .engines import ENGINES
-from .inputs import read_clips
-from .outputs import write_outputs
-from .store import ResultStore, atomic_write_text
+from fusionaudio.pipeline.config import PipelineConfig
+from fusionaudio.pipeline.engines import ENGINES
+from fusionaudio.pipeline.inputs import read_clips
+from fusionaudio.pipeline.outputs import write_outputs
+from fusionaudio.pipeline.store import ResultStore, atomic_write_text
 
 log = logging.getLogger("fusionaudio.pipeline")
 #: settings that do not change results (a restart may change them freely)
@@ -41,7 +41,7 @@ def check_restart(cfg: PipelineConfig, store: ResultStore) -> None:
 
 
 def run_pipeline(cfg: PipelineConfig) -> dict:
-    from .stages import STAGE_CLASSES
+    from fusionaudio.pipeline.stages import STAGE_CLASSES
 
     for name in cfg.enabled_stages():
         STAGE_CLASSES[name].check_paths(name, cfg.stages[name])

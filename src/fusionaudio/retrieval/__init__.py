@@ -10,12 +10,12 @@
 CLI: ``python -m fusionaudio.retrieval {evaluate,train}`` (docs/retrieval.md).
 """
 
-from .metrics import retrieval_metrics, wavcaps_metrics
+from fusionaudio.retrieval.metrics import retrieval_metrics, wavcaps_metrics
 
 
 def load_ase(checkpoint, text_model_dir, device: str = "cpu"):
     """See ``fusionaudio.retrieval.ase.load_ase`` (imported lazily: it needs torch + transformers)."""
-    from .ase import load_ase as _load
+    from fusionaudio.retrieval.ase import load_ase as _load
 
     return _load(checkpoint, text_model_dir, device=device)
 

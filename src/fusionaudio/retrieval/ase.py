@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import frontend
-from .keymap import CheckpointMismatch, load_strict, map_state_dict
+from fusionaudio.retrieval import frontend
+from fusionaudio.retrieval.keymap import CheckpointMismatch, load_strict, map_state_dict
 
 TEXT_MAX_LENGTH = 30
 _A = "audio_encoder.audio_enc."

@@ -20,9 +20,9 @@ import numpy as np
 
 from fusionaudio.evaluate.records import DEFAULT_REF_KEY, load_records
 
-from .clap import ClapDualEncoder
-from .evaluate import evaluate_retrieval
-from .pairs import collect_pairs, resolve_audio_paths
+from fusionaudio.retrieval.clap import ClapDualEncoder
+from fusionaudio.retrieval.evaluate import evaluate_retrieval
+from fusionaudio.retrieval.pairs import collect_pairs, resolve_audio_paths
 
 
 def caption_pairs(records: list[dict], path, audio_root: str = "", ref_key: str = DEFAULT_REF_KEY):

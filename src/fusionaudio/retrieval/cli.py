@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fusionaudio.evaluate.records import DEFAULT_REF_KEY, run_cli
+from fusionaudio.commands import print_result, subcommands_main
+from fusionaudio.evaluate.records import DEFAULT_REF_KEY
 from fusionaudio.evaluate.report import default_output, make_result, write_report
 
 
@@ -23,7 +24,7 @@ def evaluate(input: str, arch: str = "clap", checkpoint: str = "", text_model: s
              long_clips: str = "error", ref_key: str = DEFAULT_REF_KEY, group_key: str = "audio_id"):
     """Retrieval metrics of a model on caption records (or, for ``ase``, a WavCaps test json)."""
     if arch == "clap":
-        from .evaluate import evaluate_retrieval
+        from fusionaudio.retrieval.evaluate import evaluate_retrieval
 
         return evaluate_retrieval(input, model_dir, output, ref_key=ref_key, group_key=group_key, audio_root=audio_root,
                                   batch_size=batch_size or 16, device=device)["metrics"]
@@ -31,8 +32,8 @@ def evaluate(input: str, arch: str = "clap", checkpoint: str = "", text_model: s
         raise ValueError(f"--arch must be 'ase' or 'clap'; got {arch!r}")
     if not checkpoint or not text_model:
         raise ValueError("--arch ase needs --checkpoint (the released .pt) and --text_model (local bert-base-uncased)")
-    from .ase import load_ase
-    from .wavcaps import evaluate_wavcaps, flat_metrics, format_metrics, read_clips
+    from fusionaudio.retrieval.ase import load_ase
+    from fusionaudio.retrieval.wavcaps import evaluate_wavcaps, flat_metrics, format_metrics, read_clips
 
     paths, captions = read_clips(input, audio_root, ref_key, group_key)
     model = load_ase(checkpoint, text_model, device=device)
@@ -46,13 +47,6 @@ def evaluate(input: str, arch: str = "clap", checkpoint: str = "", text_model: s
     return None
 
 
-def train(train_json: str, model_dir: str, output_dir: str, **kwargs):
-    """Contrastive fine-tuning of a local CLAP (see ``fusionaudio.retrieval.clap_train``)."""
-    from .clap_train import train as run
-
-    return run(train_json, model_dir, output_dir, **kwargs)
-
-
 def _brief(result):
     if isinstance(result, dict) and "steps" in result:  # a training log: print a summary only
         last = result["steps"][-1] if result["steps"] else {}
@@ -60,7 +54,8 @@ def _brief(result):
     return result
 
 
-def main():
-    import fire
+def main(argv=None) -> int:
+    from fusionaudio.retrieval.clap_train import train
 
-    run_cli(lambda: fire.Fire({"evaluate": evaluate, "train": train}, serialize=_brief))
+    return subcommands_main({"evaluate": evaluate, "train": train}, "python -m fusionaudio.retrieval", argv,
+                            show=lambda r: print_result(_brief(r)))

@@ -12,9 +12,9 @@ import numpy as np
 from fusionaudio.evaluate.records import DEFAULT_REF_KEY, load_records
 from fusionaudio.evaluate.report import default_output, make_result, write_report
 
-from .clap import ClapDualEncoder
-from .metrics import retrieval_metrics
-from .pairs import collect_pairs, resolve_audio_paths
+from fusionaudio.retrieval.clap import ClapDualEncoder
+from fusionaudio.retrieval.metrics import retrieval_metrics
+from fusionaudio.retrieval.pairs import collect_pairs, resolve_audio_paths
 
 
 def evaluate_retrieval(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .keymap import DERIVED, SPLIT_QKV, UNUSED, _target
+from fusionaudio.retrieval.keymap import DERIVED, SPLIT_QKV, UNUSED, _target
 
 NUM_CLASSES = 527  # HTS-AT's AudioSet head, stored but unused
 _A = "audio_encoder.audio_enc."

@@ -38,8 +38,8 @@ def make_tiny_ase(out_dir, seed: int = 0, std: float = 0.2) -> tuple[Path, Path]
     """``(checkpoint_path, bert_dir)`` of a random tiny ASE; weights ~ N(0, std) (LayerNorm around 1)."""
     from transformers import BertConfig
 
-    from .ase import AseConfig, AseModel
-    from .released_layout import to_released
+    from fusionaudio.retrieval.ase import AseConfig, AseModel
+    from fusionaudio.retrieval.released_layout import to_released
 
     out = Path(out_dir)
     bert = tiny_bert_dir(out / "bert")

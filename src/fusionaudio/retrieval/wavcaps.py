@@ -24,9 +24,9 @@ import torch
 
 from fusionaudio.evaluate.records import DEFAULT_REF_KEY, EvalInputError, load_records
 
-from .frontend import crop_samples
-from .metrics import CAPTIONS_PER_CLIP, WAVCAPS_NAMES, wavcaps_metrics
-from .pairs import collect_pairs, resolve_audio_paths
+from fusionaudio.retrieval.frontend import crop_samples
+from fusionaudio.retrieval.metrics import CAPTIONS_PER_CLIP, WAVCAPS_NAMES, wavcaps_metrics
+from fusionaudio.retrieval.pairs import collect_pairs, resolve_audio_paths
 
 LONG_CLIPS = ("error", "crop", "windows")
 

@@ -21,10 +21,10 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import chat
-from .batcher import Batcher
-from .errors import ApiError, bad_request
-from .schemas import ChatCompletionRequest
+from fusionaudio.serve import chat
+from fusionaudio.serve.batcher import Batcher
+from fusionaudio.serve.errors import ApiError, bad_request
+from fusionaudio.serve.schemas import ChatCompletionRequest
 
 log = logging.getLogger("fusionaudio.serve")
 _DONE = object()

@@ -12,7 +12,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from .errors import bad_request
+from fusionaudio.serve.errors import bad_request
 
 #: libsndfile's container name for each accepted ``input_audio.format``.
 _CONTAINERS = {"wav": {"WAV", "WAVEX", "RF64"}, "mp3": {"MP3"}, "flac": {"FLAC"}, "ogg": {"OGG"}}

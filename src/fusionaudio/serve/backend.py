@@ -5,26 +5,24 @@ A server needs more than ``generate(requests) -> list[str]``: token counts for `
 streaming. :class:`GamaBackend` gets them with one ``StoppingCriteria`` that watches every row of
 a batched generate (built from the inference object's public ``model``, ``tokenizer``,
 ``template`` and ``generation_config``). :class:`AudSemBackend` wraps
-``AudSemThinkerInference.predict_batch`` (answers arrive whole; the server writes the decoded
-audio to its own temporary files, never to or from a client-given path).
+``AudSemThinkerInference.generate`` (answers arrive whole; the decoded audio never touches a file, and a
+client-given path is never read).
 """
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
-import numpy as np
-import soundfile as sf
 import torch
 
 from fusionaudio.audio import AudioError, AudioInfo, waveform_to_fbank
-from fusionaudio.prompts import build_prompt
+from fusionaudio.audsem.config import GENERATION_DEFAULTS as AUDSEM_DEFAULTS
+from fusionaudio.gama.generation import GENERATION_DEFAULTS as GAMA_DEFAULTS
+from fusionaudio.gama.prompts import build_prompt
 from fusionaudio.structured import answer_text, parse_structured
 
-from .audio_input import DecodedAudio
+from fusionaudio.serve.audio_input import DecodedAudio
 
 
 @dataclass(frozen=True)
@@ -143,9 +141,10 @@ class BatchWatcher:
 
 
 class GamaBackend:
-    """GAMA / FusionAudio through :class:`fusionaudio.inference.FusionAudioInference`."""
+    """GAMA / FusionAudio through :class:`fusionaudio.gama.inference.FusionAudioInference`."""
 
     arch = "gama"
+    generation_defaults = GAMA_DEFAULTS
 
     def __init__(self, engine):
         self.engine = engine
@@ -174,34 +173,31 @@ class GamaBackend:
             return None
         return (job.has_audio, s.do_sample) + ((s.temperature, s.top_p, s.top_k) if s.do_sample else ())
 
-    @torch.no_grad()
     def run(self, jobs: list[Job]) -> list[Result]:
-        from transformers import StoppingCriteriaList
+        """One batch of jobs (equal :meth:`batch_key`) through ``FusionAudioInference.generate``, the family's
+        generation core; the watcher stops each row at its own ``max_tokens`` / ``stop`` and streams."""
+        from fusionaudio.gama.inference import Request
 
         s = jobs[0].settings
         gen = dict(do_sample=s.do_sample, max_new_tokens=max(j.settings.max_tokens for j in jobs))
         if s.do_sample:
             gen.update(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
-        config = self.engine.generation_config(**gen)
-        enc = self.tokenizer([self.prompt(j.question) for j in jobs], return_tensors="pt", padding=True)
-        device = self.engine.device
-        audio = torch.stack([j.features for j in jobs]).to(device) if jobs[0].has_audio else None
         watcher = BatchWatcher(jobs, self.tokenizer, self.tokenizer.eos_token_id)
-        if s.do_sample and s.seed is not None:
-            torch.manual_seed(s.seed)
-        self.engine.model.generate(enc.input_ids.to(device), enc.attention_mask.to(device), audio,
-                                   generation_config=config, stopping_criteria=StoppingCriteriaList([watcher]))
+        seed = s.seed if s.do_sample else None
+        self.engine.generate([Request(j.question, j.features) for j in jobs], batch_size=len(jobs), seed=seed,
+                             stopping_criteria=watcher, **gen)
         return watcher.results()
 
 
 class AudSemBackend:
-    """AudSemThinker through ``AudSemThinkerInference.predict_batch``; structured sections parsed.
+    """AudSemThinker through ``AudSemThinkerInference.generate``; structured sections parsed.
 
-    ``predict_batch`` returns text only, so ``completion_tokens`` is the answer re-tokenized (capped at
+    ``generate`` returns text only, so ``completion_tokens`` is the answer re-tokenized (capped at
     ``max_tokens``) and ``finish_reason`` is "length" when that count reaches ``max_tokens``.
     """
 
     arch = "audsemthinker"
+    generation_defaults = AUDSEM_DEFAULTS
 
     def __init__(self, engine):
         self.engine = engine
@@ -212,33 +208,27 @@ class AudSemBackend:
         self.num_audio_tokens = None
         self.context_length = int(getattr(engine.model.config.get_text_config(), "max_position_embeddings", 32768))
 
-    def prompt(self, question: str, has_audio: bool) -> str:
-        from fusionaudio.audsem.model import build_conversation
-
-        messages = build_conversation(self.engine.instruction(question), has_audio, self.engine.system_prompt)
-        return self.engine.processor.apply_chat_template(messages, add_generation_prompt=True)
-
     def prepare(self, question: str, audio: DecodedAudio | None) -> Job:
+        """The 16 kHz mono waveform the model hears (as ``predict_batch`` makes it from a file) and the prompt
+        size; raises AudioError for unusable audio."""
+        from fusionaudio.audsem.processor import waveform_to_mono
+
         features = info = None
         if audio is not None:
             wave = audio.waveform
             if not torch.isfinite(wave).all():
                 raise AudioError("audio contains non-finite samples (NaN or inf)")
-            features = (wave.mean(dim=0).numpy().astype(np.float32), audio.sample_rate)
+            features = waveform_to_mono(wave, audio.sample_rate, self.engine.processor.sampling_rate,
+                                        resampler=self.engine.resampler)
             info = {"duration_s": round(audio.duration_s, 3), "channels": wave.shape[0],
                     "sample_rate": audio.sample_rate, "truncated": audio.duration_s > self.model_audio_seconds}
             info["summary"] = f"{audio.duration_s:.2f} s, {wave.shape[0]} ch, {audio.sample_rate} Hz" + (
                 f", truncated to {self.model_audio_seconds:.2f} s" if info["truncated"] else "")
-        prompt = self.prompt(question, features is not None)
+        prompt = self.engine.prompt(question, features is not None)
         if features is None:
             prompt_tokens = len(self.tokenizer(prompt).input_ids)
         else:
-            from fusionaudio.audsem.model import load_audio
-
-            with tempfile.TemporaryDirectory(prefix="fusionaudio-serve-") as tmp:
-                path = _write_wav(Path(tmp), 0, features)
-                wave16k = load_audio(path, self.engine.processor.sampling_rate, resampler=self.engine.resampler)
-            prompt_tokens = int(self.engine.processor([prompt], audio=[wave16k])["input_ids"].shape[1])
+            prompt_tokens = int(self.engine.processor([prompt], audio=[features])["input_ids"].shape[1])
         return Job(question, features, prompt_tokens, info)
 
     def batch_key(self, job: Job):
@@ -249,11 +239,11 @@ class AudSemBackend:
 
     def run(self, jobs: list[Job]) -> list[Result]:
         s = jobs[0].settings
-        with tempfile.TemporaryDirectory(prefix="fusionaudio-serve-") as tmp:
-            paths = [None if j.features is None else _write_wav(Path(tmp), i, j.features) for i, j in enumerate(jobs)]
-            raws = self.engine.predict_batch(paths, [j.question for j in jobs], batch_size=len(jobs), seed=s.seed,
-                                             temperature=s.temperature if s.do_sample else 1.0, top_p=s.top_p,
-                                             top_k=s.top_k, max_new_tokens=s.max_tokens, do_sample=s.do_sample)
+        gen = dict(do_sample=s.do_sample, max_new_tokens=s.max_tokens)
+        if s.do_sample:
+            gen.update(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
+        raws = self.engine.generate([self.engine.prompt(j.question, j.has_audio) for j in jobs],
+                                    [j.features for j in jobs], batch_size=len(jobs), seed=s.seed, **gen)
         results = []
         for job, raw in zip(jobs, raws):
             raw_cut, stopped = _cut_at_stop(raw, job.settings.stop)
@@ -264,13 +254,6 @@ class AudSemBackend:
                 job.on_delta(text)
             results.append(Result(text, raw_cut, n, reason, parse_structured(raw_cut), batch_size=len(jobs)))
         return results
-
-
-def _write_wav(folder: Path, index: int, features) -> str:
-    wave, rate = features
-    path = folder / f"{index}.wav"
-    sf.write(str(path), wave, rate, subtype="FLOAT")
-    return str(path)
 
 
 def make_backend(engine):

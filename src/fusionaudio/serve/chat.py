@@ -7,12 +7,14 @@ import uuid
 from dataclasses import dataclass
 
 from fusionaudio.audio import AudioError
-from fusionaudio.inference import GENERATION_DEFAULTS
+from fusionaudio.errors import UsageError
+from fusionaudio.gama.generation import GENERATION_DEFAULTS
+from fusionaudio.sampling import sampling_options
 
-from .audio_input import decode_audio, decode_base64
-from .backend import GenSettings, Job, Result
-from .errors import ApiError, bad_request
-from .schemas import AudioPart, ChatCompletionRequest, TextPart
+from fusionaudio.serve.audio_input import decode_audio, decode_base64
+from fusionaudio.serve.backend import GenSettings, Job, Result
+from fusionaudio.serve.errors import ApiError, bad_request
+from fusionaudio.serve.schemas import AudioPart, ChatCompletionRequest, TextPart
 
 MAX_STOP_SEQUENCES = 4  # as OpenAI
 
@@ -51,8 +53,10 @@ def question_and_audio(req: ChatCompletionRequest) -> tuple[str, AudioPart | Non
     return question, (audio[0][1] if audio else None), audio_param
 
 
-def gen_settings(req: ChatCompletionRequest, limits: Limits) -> GenSettings:
-    """Sampling settings; the reference's defaults where omitted; ``temperature=0`` means greedy."""
+def gen_settings(req: ChatCompletionRequest, limits: Limits, defaults: dict | None = None) -> GenSettings:
+    """Sampling settings under the one sampling rule (:mod:`fusionaudio.sampling`): the model family's
+    defaults where omitted (GAMA's when ``defaults`` is None); ``temperature=0`` means greedy."""
+    defaults = GENERATION_DEFAULTS if defaults is None else defaults
     if req.n != 1:
         raise bad_request(f"n: only n=1 is supported, got {req.n}", param="n")
     for name in ("presence_penalty", "frequency_penalty"):
@@ -71,17 +75,26 @@ def gen_settings(req: ChatCompletionRequest, limits: Limits) -> GenSettings:
     stop = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
     if len(stop) > MAX_STOP_SEQUENCES or any(not s for s in stop):
         raise bad_request(f"stop: up to {MAX_STOP_SEQUENCES} non-empty strings", param="stop")
-    temperature = GENERATION_DEFAULTS["temperature"] if req.temperature is None else req.temperature
-    return GenSettings(
-        do_sample=temperature > 0, temperature=temperature,
-        top_p=GENERATION_DEFAULTS["top_p"] if req.top_p is None else req.top_p,
-        top_k=GENERATION_DEFAULTS["top_k"] if req.top_k is None else req.top_k,
-        max_tokens=max_tokens, seed=req.seed, stop=stop)
+    return settings_for(defaults, max_tokens, temperature=req.temperature, top_p=req.top_p, top_k=req.top_k,
+                        seed=req.seed, stop=stop)
+
+
+def settings_for(defaults: dict, max_tokens: int, seed=None, stop=(), **sampling) -> GenSettings:
+    """:class:`GenSettings` from the family's ``defaults`` and the given sampling fields (a bad value is a
+    400 naming the field, with the same text as the command lines give)."""
+    try:
+        opts = sampling_options(defaults, max_new_tokens=max_tokens, **sampling)
+    except UsageError as exc:
+        field = next((name for name in sampling if str(exc).startswith(name)), None)
+        raise bad_request(str(exc), param=field) from None
+    return GenSettings(do_sample=opts["do_sample"], temperature=opts.get("temperature", 1.0),
+                       top_p=opts.get("top_p", 1.0), top_k=opts.get("top_k", 0), max_tokens=max_tokens, seed=seed,
+                       stop=tuple(stop))
 
 
 def build_job(backend, req: ChatCompletionRequest, limits: Limits) -> Job:
     """Check and decode one request (CPU work: run it off the event loop). Raises ApiError (4xx)."""
-    settings = gen_settings(req, limits)
+    settings = gen_settings(req, limits, getattr(backend, "generation_defaults", None))
     question, part, param = question_and_audio(req)
     raw = decode_base64(part.input_audio.data, param) if part is not None else None
     return make_job(backend, question, raw, part.input_audio.format if part else None, settings, limits, param)

@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from fusionaudio.commands import HelpFormatter, run_command
+
 
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base_model", help="model directory (either family); default: the bundled demo model")
@@ -19,11 +21,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max_tokens", type=int, default=1024, help="most new tokens a request may ask for")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice); "
                    "1 is much faster on a machine whose cores are busy with other work")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
 def serve_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fusionaudio serve", description="OpenAI-compatible audio chat API")
+    p = argparse.ArgumentParser(prog="fusionaudio serve", description="OpenAI-compatible audio chat API",
+                                formatter_class=HelpFormatter)
     _model_args(p)
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model_name", default=None, help="the model id clients send (default: fusionaudio-demo, or "
@@ -39,7 +41,7 @@ def serve_parser() -> argparse.ArgumentParser:
 
 
 def demo_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="fusionaudio demo", description="Gradio web demo")
+    p = argparse.ArgumentParser(prog="fusionaudio demo", description="Gradio web demo", formatter_class=HelpFormatter)
     _model_args(p)
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--log_file", default="logs/demo_requests.jsonl", help="one JSON line per request")
@@ -49,9 +51,10 @@ def demo_parser() -> argparse.ArgumentParser:
 
 def load_backend(args):
     """Load the model named by the common flags and wrap it (see :mod:`.backend`)."""
-    from fusionaudio.inference import create_inference, resolve_device
+    from fusionaudio.inference import create_inference
+    from fusionaudio.loading.device import resolve_device
 
-    from .backend import make_backend
+    from fusionaudio.serve.backend import make_backend
 
     if args.threads is not None:
         import torch
@@ -69,19 +72,6 @@ def default_model_name(args) -> str:
     return args.model_name or (Path(args.base_model).resolve().name if args.base_model else "fusionaudio-demo")
 
 
-def _guarded(fn, debug: bool) -> int:
-    try:
-        fn()
-        return 0
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # noqa: BLE001 - one clear line for start-up errors
-        if debug:
-            raise
-        print(f"error: {type(exc).__name__}: {exc}".splitlines()[0][:2000], file=sys.stderr)
-        return 2
-
-
 def serve_main(argv=None) -> int:
     args = serve_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -89,8 +79,8 @@ def serve_main(argv=None) -> int:
     def run():
         import uvicorn
 
-        from .api import ServeConfig, create_app
-        from .chat import Limits
+        from fusionaudio.serve.api import ServeConfig, create_app
+        from fusionaudio.serve.chat import Limits
 
         backend = load_backend(args)
         config = ServeConfig(model_id=default_model_name(args), api_key=args.api_key,
@@ -100,7 +90,7 @@ def serve_main(argv=None) -> int:
         print(f"serving {config.model_id!r} ({backend.arch}) on http://{args.host}:{args.port}/v1", file=sys.stderr)
         uvicorn.run(create_app(backend, config), host=args.host, port=args.port, log_level="warning")
 
-    return _guarded(run, args.debug)
+    return run_command(run)
 
 
 def demo_main(argv=None) -> int:
@@ -108,8 +98,8 @@ def demo_main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     def run():
-        from .chat import Limits
-        from .web import EXAMPLE_CLIP, build_demo
+        from fusionaudio.serve.chat import Limits
+        from fusionaudio.serve.web import EXAMPLE_CLIP, build_demo
 
         backend = load_backend(args)
         demo = build_demo(backend, log_file=args.log_file,
@@ -118,4 +108,4 @@ def demo_main(argv=None) -> int:
         demo.launch(server_name=args.host, server_port=args.port, share=args.share,
                     allowed_paths=[str(EXAMPLE_CLIP.parent)])
 
-    return _guarded(run, args.debug)
+    return run_command(run)

@@ -13,12 +13,11 @@ import threading
 import time
 from pathlib import Path
 
-from fusionaudio.inference import GENERATION_DEFAULTS
+from fusionaudio.gama.generation import GENERATION_DEFAULTS
 
-from .backend import GenSettings
-from .batcher import Batcher
-from .chat import Limits, make_job
-from .errors import ApiError
+from fusionaudio.serve.batcher import Batcher
+from fusionaudio.serve.chat import Limits, make_job, settings_for
+from fusionaudio.serve.errors import ApiError
 
 log = logging.getLogger("fusionaudio.serve.web")
 EXAMPLE_CLIP = Path(__file__).resolve().parents[3] / "data" / "example" / "demo_clip.wav"
@@ -51,8 +50,8 @@ class DemoApp:
         ``audio_path`` is the file Gradio wrote for the upload/recording; its bytes go through the
         same decoding and checks as the API's base64 audio.
         """
-        settings = GenSettings(do_sample=temperature > 0, temperature=float(temperature) or 1.0, top_p=float(top_p),
-                               top_k=GENERATION_DEFAULTS["top_k"], max_tokens=int(max_tokens))
+        settings = settings_for(getattr(self.backend, "generation_defaults", None) or GENERATION_DEFAULTS,
+                                int(max_tokens), temperature=float(temperature), top_p=float(top_p))
         record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "question": question, "audio_sha256": None,
                   "settings": {"temperature": temperature, "top_p": top_p, "max_tokens": int(max_tokens)}}
         out = {"answer": "", "info": "", "think": "", "semantic_elements": "", "structured_answer": "", "error": ""}

@@ -26,9 +26,9 @@ at 1.0), linear warm-up then linear decay; ``val_set_size`` records held out; a 
 every ``save_steps``. Differences, on purpose: see ``docs/training.md``.
 """
 
-from .checkpoints import NonFiniteError, save_trained
-from .cli import load_preset, main, train
-from .model_setup import (TRAINABLE_RULES, build_model, enable_checkpointing, lora_settings, parameter_counts,
+from fusionaudio.train.checkpoints import NonFiniteError, save_trained
+from fusionaudio.train.cli import load_preset, main, train
+from fusionaudio.train.model_setup import (TRAINABLE_RULES, build_model, enable_checkpointing, lora_settings, parameter_counts,
                           resolve_start, set_trainable, trainable_names)
 
 __all__ = ["NonFiniteError", "TRAINABLE_RULES", "build_model", "enable_checkpointing", "load_preset",

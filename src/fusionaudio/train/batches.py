@@ -17,8 +17,8 @@ from pathlib import Path
 
 import torch
 
-from ..audio import AudioError, load_fbank_batch
-from ..collate import IGNORE_INDEX, Example, make_examples
+from fusionaudio.audio import AudioError, load_fbank_batch
+from fusionaudio.gama.collate import IGNORE_INDEX, Example, make_examples
 
 log = logging.getLogger("fusionaudio.train")
 SKIPPED_NAME = "skipped_audio.txt"

@@ -21,6 +21,8 @@ Non-finite weights are never written.
 
 from __future__ import annotations
 
+from fusionaudio.errors import RunError
+
 import json
 import logging
 import os
@@ -30,8 +32,8 @@ from pathlib import Path
 
 import torch
 
-from ..model.loading import CheckpointError, load_finetuned
-from .model_setup import ARGS_NAME, WEIGHTS_NAME
+from fusionaudio.gama.loading import CheckpointError, load_finetuned
+from fusionaudio.train.model_setup import ARGS_NAME, WEIGHTS_NAME
 
 log = logging.getLogger("fusionaudio.train")
 
@@ -40,7 +42,7 @@ STATE_NAME = "trainer_state.json"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 
 
-class NonFiniteError(RuntimeError):
+class NonFiniteError(RunError):
     """Training produced a non-finite loss, gradient or weight."""
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from ..collate import IGNORE_INDEX, Example, collate, plan_micro_batches
-from .batches import AudioBatcher, describe
-from .checkpoints import NonFiniteError, save_checkpoint
+from fusionaudio.gama.collate import IGNORE_INDEX, Example, collate, plan_micro_batches
+from fusionaudio.train.batches import AudioBatcher, describe
+from fusionaudio.train.checkpoints import NonFiniteError, save_checkpoint
 
 
 def make_accelerator(device: str, use_bf16: bool, accum: int, trackers: list[str], out: Path):

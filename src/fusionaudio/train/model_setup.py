@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from ..model.config import LoraSettings
-from ..model.keymap import local_to_reference
-from ..model.loading import finetuned_config, load_base, load_finetuned, load_tokenizer, read_config
-from ..tokenizer import check_vocab_size
+from fusionaudio.gama.config import LoraSettings
+from fusionaudio.gama.keymap import local_to_reference
+from fusionaudio.gama.loading import finetuned_config, load_base, load_finetuned, load_tokenizer, read_config
+from fusionaudio.gama.tokenizer import check_vocab_size
 
 log = logging.getLogger("fusionaudio.train")
 

@@ -12,15 +12,15 @@ from types import SimpleNamespace
 
 import torch
 
-from ..collate import plan_micro_batches
-from ..data import select_records
-from .batches import SKIPPED_NAME, AudioBatcher, split_examples
-from .checkpoints import (STATE_NAME, drop_engine_model_weights, remove_stale_temporaries, resolve_resume,
+from fusionaudio.gama.collate import plan_micro_batches
+from fusionaudio.gama.data import select_records
+from fusionaudio.train.batches import SKIPPED_NAME, AudioBatcher, split_examples
+from fusionaudio.train.checkpoints import (STATE_NAME, drop_engine_model_weights, remove_stale_temporaries, resolve_resume,
                           resume_engine, resume_weights, save_trained, trained_state)
-from .loop import Run, make_accelerator, weight_checksums
-from .model_setup import (TrainingForward, build_model, enable_checkpointing, lora_settings, parameter_counts,
+from fusionaudio.train.loop import Run, make_accelerator, weight_checksums
+from fusionaudio.train.model_setup import (TrainingForward, build_model, enable_checkpointing, lora_settings, parameter_counts,
                           resolve_start, set_trainable, tokenizer_of)
-from .reporting import RunLog, parse_report_to, plot_loss, start_trackers
+from fusionaudio.train.reporting import RunLog, parse_report_to, plot_loss, start_trackers
 
 log = logging.getLogger("fusionaudio.train")
 
@@ -132,10 +132,13 @@ def prepare(o: SimpleNamespace, options: dict) -> Run:
     start_trackers(acc, parse_report_to(o.report_to), o.wandb_project, o.wandb_run_name, out, options)
     val_batches = plan_micro_batches(val_ex, o.micro_batch_size, o.seed, 0, shuffle=False,
                                      group_by_audio=o.group_by_audio)
-    return Run(acc, wrapped, model, params, names, optimizer, scheduler, audio, records, train_ex, val_ex,
-               val_batches, out, run_args, state, tok.pad_token_id, o.padding_side, o.micro_batch_size, accum,
-               o.seed, o.group_by_length, o.group_by_audio, o.max_grad_norm, o.eval_steps, o.save_steps,
-               o.save_total_limit, history=state["log_history"])
+    return Run(accelerator=acc, wrapped=wrapped, model=model, params=params, names=names, optimizer=optimizer,
+               scheduler=scheduler, audio=audio, records=records, train_examples=train_ex, val_examples=val_ex,
+               val_batches=val_batches, out=out, run_args=run_args, state=state, pad_id=tok.pad_token_id,
+               padding_side=o.padding_side, micro_batch_size=o.micro_batch_size, accum=accum, seed=o.seed,
+               group_by_length=o.group_by_length, group_by_audio=o.group_by_audio, max_grad_norm=o.max_grad_norm,
+               eval_steps=o.eval_steps, save_steps=o.save_steps, save_total_limit=o.save_total_limit,
+               history=state["log_history"])
 
 
 def finish(run: Run, step: int, seen: int, elapsed: float) -> dict:

@@ -8,9 +8,9 @@ tagging found speech in (off by default).
 
 from __future__ import annotations
 
-from .. import media
-from .base import Item, Stage
-from .common import audio_input, model_dir, tag_hit, torch_dtype
+from fusionaudio.pipeline import media
+from fusionaudio.pipeline.stages.base import Item, Stage
+from fusionaudio.pipeline.stages.common import audio_input, model_dir, tag_hit, torch_dtype
 
 
 class AsrStage(Stage):

@@ -8,9 +8,9 @@
 
 from __future__ import annotations
 
-from .. import media
-from .base import Item, Stage, StageError
-from .common import audio_input, model_dir, tag_hit, torch_dtype
+from fusionaudio.pipeline import media
+from fusionaudio.pipeline.stages.base import Item, Stage, StageError
+from fusionaudio.pipeline.stages.common import audio_input, model_dir, tag_hit, torch_dtype
 
 BACKENDS = ("fusionaudio", "qwen2_audio")
 

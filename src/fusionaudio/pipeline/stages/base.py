@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..inputs import Clip
-from ..store import ResultStore
+from fusionaudio.pipeline.inputs import Clip
+from fusionaudio.pipeline.store import ResultStore
 
 log = logging.getLogger("fusionaudio.pipeline")
 
@@ -65,7 +65,7 @@ class Stage:
 
     @classmethod
     def resolve_paths(cls, section: dict, base: Path) -> None:
-        from ..config import resolve_path
+        from fusionaudio.pipeline.config import resolve_path
 
         for key in cls.path_keys(section):
             value = section.get(key)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Filtered, Item, Stage
-from .common import model_dir
+from fusionaudio.pipeline.stages.base import Filtered, Item, Stage
+from fusionaudio.pipeline.stages.common import model_dir
 
 
 class ClapFilterStage(Stage):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .base import Item, StageError
+from fusionaudio.pipeline.stages.base import Item, StageError
 
 log = logging.getLogger("fusionaudio.pipeline")
 AUDIO_INPUTS = ("mix", "speech", "background")
@@ -16,7 +16,7 @@ def model_dir(value, kind: str, context: dict) -> Path:
     if value in (None, ""):
         raise StageError(f"no model directory configured for the {kind} model")
     if value == "tiny":
-        from ..tiny_models import ensure_tiny_model
+        from fusionaudio.pipeline.tiny_models import ensure_tiny_model
 
         path = ensure_tiny_model(kind, context["tiny_models_dir"])
         log.warning("using a TINY RANDOM %s model (%s): its outputs are meaningless, for testing the pipeline only",

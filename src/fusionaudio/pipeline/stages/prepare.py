@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .. import media
-from .base import Item, Stage, StageError
+from fusionaudio.pipeline import media
+from fusionaudio.pipeline.stages.base import Item, Stage, StageError
 
 
 def download(youtube_id: str, out_dir: Path, fmt: str, timeout: float) -> str:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 
-from ..llm import LLM_DEFAULTS, LLM_PATH_KEYS, llm_path_keys, make_llm, read_template
-from .base import Item, Stage, StageError
+from fusionaudio.pipeline.llm import LLM_DEFAULTS, LLM_PATH_KEYS, llm_path_keys, make_llm, read_template
+from fusionaudio.pipeline.stages.base import Item, Stage, StageError
 
 
 class MalformedQA(ValueError):

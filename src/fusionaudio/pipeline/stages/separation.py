@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from .. import media
-from .base import Item, Stage, StageError
-from .common import model_dir
+from fusionaudio.pipeline import media
+from fusionaudio.pipeline.stages.base import Item, Stage, StageError
+from fusionaudio.pipeline.stages.common import model_dir
 
 DEMUCS_CLASSES = ("HTDemucs", "HDemucs", "Demucs")
 

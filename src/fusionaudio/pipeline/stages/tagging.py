@@ -5,9 +5,9 @@ sigmoids; the ``top_k`` labels scoring at least ``min_score`` are kept with thei
 
 from __future__ import annotations
 
-from .. import media
-from .base import Item, Stage
-from .common import audio_input, model_dir, torch_dtype
+from fusionaudio.pipeline import media
+from fusionaudio.pipeline.stages.base import Item, Stage
+from fusionaudio.pipeline.stages.common import audio_input, model_dir, torch_dtype
 
 
 class TaggingStage(Stage):

@@ -7,8 +7,8 @@ The prompt is sent through the processor's chat template when it has one, else `
 
 from __future__ import annotations
 
-from .base import Item, Stage, StageError
-from .common import model_dir, torch_dtype
+from fusionaudio.pipeline.stages.base import Item, Stage, StageError
+from fusionaudio.pipeline.stages.common import model_dir, torch_dtype
 
 
 class VisualCaptionStage(Stage):

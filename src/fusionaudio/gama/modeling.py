@@ -15,9 +15,9 @@ from torch import nn
 from transformers import LlamaForCausalLM
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .audio_encoder import CavMaeAudioEncoder
-from .config import GamaConfig, LoraSettings
-from .qformer import AggregatorLayer, build_qformer
+from fusionaudio.gama.audio_encoder import CavMaeAudioEncoder
+from fusionaudio.gama.config import GamaConfig, LoraSettings
+from fusionaudio.gama.qformer import AggregatorLayer, build_qformer
 
 
 def _activation_checkpointing(llm) -> bool:

@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .audio import load_fbank_batch
-from .synth import CHIRP_DIRECTIONS, EVENT_TYPES, NOISE_COLOURS, load_scenes
+from fusionaudio.audio import load_fbank_batch
+from fusionaudio.demo.scenes import CHIRP_DIRECTIONS, EVENT_TYPES, NOISE_COLOURS, load_scenes
 
-log = logging.getLogger("fusionaudio.synth_pretrain")
+log = logging.getLogger("fusionaudio.demo.pretrain")
 
 COLUMN_S = 0.16  # 16 frames at a 10 ms shift
 _FRAME_CENTRE_S = 0.0125  # centre of frame 0 (25 ms window)

@@ -1,7 +1,7 @@
 """Parse a synthetic scene's caption back into attributes and score it against the scene.
 
 :func:`parse_caption` reads the event phrases of a caption (the synonyms of
-:mod:`fusionaudio.synth`'s captions and a few more); :func:`attribute_accuracy` aligns them
+:mod:`fusionaudio.demo.scenes`'s captions and a few more); :func:`attribute_accuracy` aligns them
 with the scene's events by type, in order (:func:`align_events`), and scores each attribute.
 """
 

@@ -14,14 +14,14 @@ chirps and noise bursts are ``short`` (0.2-0.5 s) or ``long`` (0.9-1.5 s).
 Each clip gets one caption record and a few QA records in the training format
 ``{"audio_id", "instruction", "input", "output", "dataset": "synth", "task"}``
 (``task`` is ``"caption"`` or ``"qa"``), and its ground truth goes to
-``scenes.jsonl`` (:mod:`fusionaudio.synth_score` parses a caption back into
+``scenes.jsonl`` (:mod:`fusionaudio.demo.score` parses a caption back into
 attributes and scores it against the scene).  Everything is a pure function of
 ``(seed, clip index)``, so output is bit-reproducible for a seed.
 
 CLI::
 
-    python -m fusionaudio.synth --out_dir DIR --n_train 400 --n_test 100 --seed 0
-    python -m fusionaudio.synth --out_dir data/example --demo   # bundled example files
+    python -m fusionaudio.demo.scenes --out_dir DIR --n_train 400 --n_test 100 --seed 0
+    python -m fusionaudio.demo.scenes --out_dir data/example --demo   # bundled example files
 """
 
 from __future__ import annotations
@@ -359,7 +359,7 @@ def write_demo(out_dir: str | Path = "data/example") -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m fusionaudio.synth", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m fusionaudio.demo.scenes", description=__doc__.split("\n\n")[0])
     p.add_argument("--out_dir", required=True)
     p.add_argument("--n_train", type=int, default=400)
     p.add_argument("--n_test", type=int, default=100)

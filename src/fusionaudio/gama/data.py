@@ -13,7 +13,7 @@ Record format (as in the reference ``data/example/*.json``)::
   ``null``.
 * Files are a JSON list of records, or JSONL (one object per line, blank lines ignored).
 
-Training should call :func:`select_records`: it raises :class:`DataValidationError`
+Training should call :func:`select_records`: it raises :class:`RecordError`
 listing the bad records, or with ``skip_bad=True`` returns only the good ones and
 writes the report to ``report_dir``.
 """
@@ -29,27 +29,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-TEXT_ONLY_AUDIO_IDS = ("empty", "")
+from fusionaudio.records import BadRecord, RecordError, is_text_only, read_records
+
 REQUIRED_FIELDS = ("audio_id", "instruction", "output")
 OPTIONAL_STR_FIELDS = ("input", "dataset", "task")
 MAX_LISTED = 20
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class BadRecord:
-    """One rejected record: its 0-based position in the file, the reasons, and where known
-    its ``audio_id`` and (JSONL) 1-based line number."""
-
-    index: int
-    reason: str
-    audio_id: object = None
-    line: int | None = None
-
-    def __str__(self) -> str:
-        where = f"record {self.index}" + (f" (line {self.line})" if self.line else "")
-        aid = f" audio_id={self.audio_id!r}" if self.audio_id is not None else ""
-        return f"{where}{aid}: {self.reason}"
 
 
 @dataclass
@@ -86,69 +71,6 @@ class ValidationReport:
     def to_json(self, path: str | Path) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n", encoding="utf-8")
-
-
-class DataValidationError(ValueError):
-    """Raised for unreadable data files or bad records; ``.report`` holds the report if any."""
-
-    def __init__(self, message: str, report: ValidationReport | None = None):
-        super().__init__(message)
-        self.report = report
-
-
-def _decode(raw: bytes, path, what: str) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise DataValidationError(f"{path}: {what} is not UTF-8 text (bad byte at offset {e.start})") from None
-
-
-def _read(path: str | Path) -> tuple[list, dict[int, BadRecord]]:
-    """Parse a JSON-list or JSONL file; unparseable or non-UTF-8 JSONL lines become ``None``
-    placeholders plus a :class:`BadRecord` (so indices stay aligned with the file)."""
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as e:
-        raise DataValidationError(f"{path}: cannot read the data file: {e.strerror or e}") from None
-    if raw.lstrip().startswith(b"["):
-        text = _decode(raw, path, "the file")
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataValidationError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-        except RecursionError:
-            raise DataValidationError(f"{path}: JSON nested too deeply") from None
-        if not isinstance(records, list):
-            raise DataValidationError(f"{path}: expected a JSON list of records")
-        return records, {}
-    records, errors = [], {}
-    for lineno, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(_decode(line, path, f"line {lineno}")))
-        except DataValidationError as e:
-            errors[len(records)] = BadRecord(len(records), str(e).split(": ", 1)[1], line=lineno)
-            records.append(None)
-        except (json.JSONDecodeError, RecursionError) as e:
-            msg = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
-            errors[len(records)] = BadRecord(len(records), f"invalid JSON on line {lineno}: {msg}", line=lineno)
-            records.append(None)
-    return records, errors
-
-
-def load_records(path: str | Path) -> list[dict]:
-    """Read records from a JSON list or a JSONL file (strict: a bad JSONL line raises
-    :class:`DataValidationError` naming the line).  Records are returned as stored."""
-    records, errors = _read(path)
-    if errors:
-        raise DataValidationError(f"{path}: " + "; ".join(b.reason for b in errors.values()))
-    return records
-
-
-def is_text_only(audio_id) -> bool:
-    """True for the text-only markers ``None``, ``""`` and ``"empty"``."""
-    return audio_id is None or (isinstance(audio_id, str) and audio_id.strip() in TEXT_ONLY_AUDIO_IDS)
 
 
 def resolve_audio_path(audio_id: str | None, data_path: str | Path) -> Path | None:
@@ -269,7 +191,7 @@ def select_records(path: str | Path, skip_bad: bool = False, report_dir: str | P
                    require_output: bool = True) -> tuple[list[dict], ValidationReport]:
     """Load and validate ``path``; return ``(good records, report)``.
 
-    * default: any bad record raises :class:`DataValidationError` whose message lists
+    * default: any bad record raises :class:`RecordError` whose message lists
       the first 20 bad records and the total count (``.report`` has all of them);
     * ``skip_bad=True``: bad records are dropped (with a logged warning).
 
@@ -278,18 +200,18 @@ def select_records(path: str | Path, skip_bad: bool = False, report_dir: str | P
     are shallow copies with ``input`` set to ``""`` where it was absent.  Having no
     good record at all always raises.
     """
-    records, parse_errors = _read(path)
+    records, parse_errors = read_records(path)
     report = validate_records(records, path, check_audio, deep, require_output, parse_errors)
     if report_dir is not None:
         report.to_json(Path(report_dir) / "data_validation_report.json")
         (Path(report_dir) / "data_validation_report.txt").write_text(report.to_text() + "\n", encoding="utf-8",
                                                                      errors="backslashreplace")
     if report.bad and not skip_bad:
-        raise DataValidationError(
+        raise RecordError(
             f"{len(report.bad)} bad records in {path} (fix them or pass skip_bad to drop them)\n"
             + report.to_text(limit=MAX_LISTED), report)
     if not report.ok_indices:
-        raise DataValidationError(f"no usable records in {path}\n" + report.to_text(limit=MAX_LISTED), report)
+        raise RecordError(f"no usable records in {path}\n" + report.to_text(limit=MAX_LISTED), report)
     if report.bad:
         where = f"; report in {report_dir}" if report_dir is not None else ""
         logger.warning("skipping %d bad records of %d in %s%s", len(report.bad), report.n_records, path, where)

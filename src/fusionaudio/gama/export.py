@@ -16,11 +16,13 @@ from pathlib import Path
 
 import torch
 
-from .model.gama import GamaForCausalLM
-from .model.keymap import local_to_reference
-from .model.loading import convert, load_model, resolve_dtype
+from fusionaudio.gama.config import GamaConfig
+from fusionaudio.gama.modeling import GamaForCausalLM
+from fusionaudio.gama.keymap import local_to_reference
+from fusionaudio.gama.loading import convert, load_model
+from fusionaudio.loading.weights import resolve_dtype
 
-log = logging.getLogger("fusionaudio.export")
+log = logging.getLogger("fusionaudio.gama.export")
 
 DEFAULT_SHARD_BYTES = 5 * 1024**3
 
@@ -53,12 +55,20 @@ def _shards(state: dict[str, torch.Tensor], max_bytes: int) -> list[dict[str, to
     return shards + ([current] if current else [])
 
 
+def write_reference_config(config: GamaConfig, out: Path, with_section: bool = True) -> None:
+    """config.json as a reference base directory has it (+ our ``fusionaudio`` section)."""
+    d = dict(config.llm, architectures=["LlamaForCausalLM"], model_type="llama", torch_dtype="float32")
+    if with_section:
+        section = config.to_dict()
+        section.pop("llm")
+        d["fusionaudio"] = section
+    (out / "config.json").write_text(json.dumps(d, indent=2))
+
+
 def save_reference_layout(model: GamaForCausalLM, tokenizer, output_dir, dtype=None,
                           max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> Path:
     """Write ``model`` (no LoRA) as a reference-format base directory."""
     from safetensors.torch import save_file
-
-    from .tiny import write_reference_config
 
     if model.lora_enabled:
         raise ValueError("merge the LoRA adapters first (merge_lora)")
@@ -88,16 +98,7 @@ def save_reference_layout(model: GamaForCausalLM, tokenizer, output_dir, dtype=N
 
 def export(base_model: str, output: str, model_path: str | None = None, merge: bool = False,
            dtype: str | None = None, max_shard_bytes: int = DEFAULT_SHARD_BYTES) -> str:
-    """``fusionaudio export``: merged reference-format directory (``merge``) or ``convert``'s layout.
-    An AudSemThinker base (Qwen2.5-Omni) is exported with its adapter merged, in the released layout."""
-    from .audsem.model import detect_arch
-
-    if detect_arch(base_model) == "audsemthinker":
-        if not merge:
-            raise ValueError(f"{base_model}: an AudSemThinker model; export it with --merge (convert is GAMA-only)")
-        from .audsem.adapter import export_merged
-
-        return str(export_merged(base_model, model_path, output, dtype=dtype, max_shard_bytes=max_shard_bytes))
+    """``fusionaudio export`` for GAMA: merged reference-format directory (``merge``) or ``convert``'s layout."""
     if not merge:
         return convert(base_model, output, model_path, dtype)
     model, tok = load_model(base_model, model_path, device="cpu", dtype=torch.float32)

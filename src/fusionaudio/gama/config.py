@@ -110,7 +110,7 @@ def _build(cls, value):
 
 @dataclass
 class GamaConfig:
-    """Everything needed to build :class:`~fusionaudio.model.gama.GamaForCausalLM`."""
+    """Everything needed to build :class:`~fusionaudio.gama.modeling.GamaForCausalLM`."""
 
     llm: dict[str, Any]
     audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)

@@ -15,7 +15,7 @@ from transformers.models.blip_2.modeling_blip_2 import (
     Blip2QFormerOutput,
 )
 
-from .config import AggregatorConfig, QFormerConfig
+from fusionaudio.gama.config import AggregatorConfig, QFormerConfig
 
 
 def _bert_config(**kwargs) -> Blip2QFormerConfig:

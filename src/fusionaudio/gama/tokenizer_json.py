@@ -3,7 +3,7 @@
 transformers converts a SentencePiece BPE model into merges without the pieces' scores, so
 the merges come out in the wrong order (runs of spaces tokenize differently). Here the merges
 are ranked by the merged piece's score, as SentencePiece merges, and the result is only
-written when it reproduces SentencePiece on :data:`~fusionaudio.tokenizer.PROBE_TEXTS`.
+written when it reproduces SentencePiece on :data:`~fusionaudio.gama.tokenizer.PROBE_TEXTS`.
 """
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-log = logging.getLogger("fusionaudio.tokenizer")
+log = logging.getLogger("fusionaudio.gama.tokenizer")
 
 
 def _probe(encode, tok) -> list[str]:
     """The probe texts on which ``encode(text) -> ids`` differs from SentencePiece."""
-    from .tokenizer import PROBE_TEXTS
+    from fusionaudio.gama.tokenizer import PROBE_TEXTS
 
     return [t for t in PROBE_TEXTS if list(encode(t)) != tok.encode_text(t)]
 

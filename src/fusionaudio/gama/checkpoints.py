@@ -10,14 +10,14 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import torch
 
-from ..errors import CheckpointError
-from .config import GamaConfig, LoraSettings
+from fusionaudio.errors import CheckpointError
+from fusionaudio.loading.files import listing, read_json_file
+from fusionaudio.gama.config import GamaConfig, LoraSettings
 
 LOCAL_CONFIG = "fusionaudio_config.json"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -25,88 +25,6 @@ ADAPTER_CONFIG = "adapter_config.json"
 CHECKPOINT_FILES = ("adapter_model.safetensors", "model.safetensors", "pytorch_model.bin", "adapter_model.bin")
 #: LoRA target lists that mean "no LoRA" (GAMA's stage-1 recipe passes ``['dummy']``).
 NO_LORA_TARGETS = ({"dummy"},)
-
-
-def listing(keys, limit: int = 20) -> str:
-    keys = sorted(keys)
-    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
-
-
-# -- files -------------------------------------------------------------------------------
-def check_path(path: Path, what: str = "file") -> Path:
-    """``path`` must be an existing regular file; a symlink loop or a dangling link says so."""
-    if path.is_symlink():
-        try:
-            path.resolve(strict=True)
-        except (RuntimeError, OSError) as exc:  # RuntimeError: symlink loop (Python < 3.13)
-            loop = "loop" in str(exc).lower() or getattr(exc, "errno", None) == 40
-            raise CheckpointError(f"{path}: {'symlink loop' if loop else 'dangling symlink'} ({exc})") from exc
-    if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: {what} is not a regular file")
-    return path
-
-
-def read_json_file(path: Path, what: str = "config") -> dict:
-    """A JSON object from ``path``; every failure names the file and the problem."""
-    check_path(path, what)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: cannot read {what}: {type(exc).__name__}: {exc}") from exc
-    if not text.strip():
-        raise CheckpointError(f"{path}: empty {what} file")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: malformed JSON in {what}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: {what} must be a JSON object, got {type(data).__name__}")
-    return data
-
-
-def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a ``.safetensors`` file or a pickled ``.bin/.pth/.pt`` state dict (weights only)."""
-    path = check_path(Path(path), "checkpoint file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: zero-byte checkpoint file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        elif path.suffix in (".bin", ".pth", ".pt"):
-            try:
-                state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError as exc:  # files in the legacy (non-zip) format cannot be mapped
-                if "mmap" not in str(exc):
-                    raise
-                state = torch.load(str(path), map_location="cpu", weights_only=True)
-        else:
-            raise CheckpointError(f"{path}: unsupported checkpoint type {path.suffix!r} (.safetensors, .bin, .pth, .pt)")
-    except CheckpointError:
-        raise
-    except Exception as exc:  # corrupt file, pickle with non-tensor objects, ...
-        raise CheckpointError(f"{path}: cannot read checkpoint: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a flat state dict of tensors")
-    return state
-
-
-def state_keys(path: Path) -> list[str]:
-    """The tensor names of a checkpoint file (safetensors: from the header only)."""
-    if path.suffix == ".safetensors":
-        check_path(path, "checkpoint file")
-        try:
-            from safetensors import safe_open
-
-            with safe_open(str(path), framework="pt") as f:
-                return list(f.keys())
-        except Exception:  # noqa: BLE001 - load_state_file gives the precise error
-            pass
-    return list(load_state_file(path))
 
 
 def base_weight_files(directory: Path) -> list[Path]:
@@ -144,7 +62,7 @@ def config_type_problems(data: dict, reference: bool) -> list[str]:
     """Fields of a config whose JSON type is wrong (``"hidden_size": "big"``, ``"lora": 5``, ...)."""
     from dataclasses import fields
 
-    from .config import AggregatorConfig, AudioEncoderConfig, QFormerConfig
+    from fusionaudio.gama.config import AggregatorConfig, AudioEncoderConfig, QFormerConfig
 
     llm = data if reference else data.get("llm")
     sections = (data.get("fusionaudio") or {}) if reference else data

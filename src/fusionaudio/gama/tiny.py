@@ -12,10 +12,11 @@ from pathlib import Path
 
 import torch
 
-from .model.config import GamaConfig
-from .model.gama import GamaForCausalLM
-from .model.keymap import REFERENCE_TRAINED_SUBSTRINGS, local_to_reference, reference_only_entries
-from .prompts import build_prompt
+from fusionaudio.gama.config import GamaConfig
+from fusionaudio.gama.modeling import GamaForCausalLM
+from fusionaudio.gama.keymap import REFERENCE_TRAINED_SUBSTRINGS, local_to_reference, reference_only_entries
+from fusionaudio.gama.export import write_reference_config
+from fusionaudio.gama.prompts import build_prompt
 
 _WORDS = (
     "a an the of and then with in on at is are was were this that there audio sound sounds clip "
@@ -56,7 +57,7 @@ def train_tokenizer(out_dir: str | Path, texts: list[str] | None = None, vocab_s
     Llama-2 tokenizer directory; returns the loaded tokenizer."""
     import sentencepiece as spm
 
-    from .tokenizer import load_tokenizer
+    from fusionaudio.gama.tokenizer import load_tokenizer
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -139,16 +140,6 @@ def _save_shards(state: dict[str, torch.Tensor], out: Path, weights: str, num_sh
             torch.save(part, out / fname)
         weight_map.update({k: fname for k in keys})
     (out / index_name).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
-
-
-def write_reference_config(config: GamaConfig, out: Path, with_section: bool = True) -> None:
-    """config.json as a reference base directory has it (+ our ``fusionaudio`` section)."""
-    d = dict(config.llm, architectures=["LlamaForCausalLM"], model_type="llama", torch_dtype="float32")
-    if with_section:
-        section = config.to_dict()
-        section.pop("llm")
-        d["fusionaudio"] = section
-    (out / "config.json").write_text(json.dumps(d, indent=2))
 
 
 def make_reference_base_dir(

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-from .data import is_text_only, resolve_audio_path
-from .prompts import build_prompt
+from fusionaudio.records import is_text_only
+from fusionaudio.gama.data import resolve_audio_path
+from fusionaudio.gama.prompts import build_prompt
 
 IGNORE_INDEX = -100
 

@@ -14,42 +14,18 @@ from pathlib import Path
 
 import torch
 
-from ..tokenizer import check_vocab_size, load_tokenizer  # noqa: F401 - load_tokenizer is re-exported
-from .checkpoints import (  # noqa: F401 - re-exported: the loading API
-    ADAPTER_CONFIG,
-    CHECKPOINT_FILES,
-    LOCAL_CONFIG,
-    CheckpointError,
-    base_weight_files,
-    check_lora_weights,
-    config_from_file,
-    effective_lora,
-    listing,
-    load_state_file,
-    raise_on_bad_values,
-    raise_problems,
-    read_adapter_config,
-    read_config,
-    state_keys,
-)
-from .config import GamaConfig
-from .gama import GamaForCausalLM
-from .keymap import UnmappedKeyError, known_unused_group, reference_to_local
+from fusionaudio.gama.tokenizer import check_vocab_size, load_tokenizer  # noqa: F401 - load_tokenizer is re-exported
+from fusionaudio.gama.checkpoints import ADAPTER_CONFIG, CHECKPOINT_FILES, LOCAL_CONFIG, CheckpointError, base_weight_files, check_lora_weights, config_from_file, effective_lora, raise_on_bad_values, raise_problems, read_adapter_config, read_config
+from fusionaudio.loading.files import listing
+from fusionaudio.loading.weights import load_state_file, resolve_dtype, state_keys
+from fusionaudio.gama.config import GamaConfig
+from fusionaudio.gama.modeling import GamaForCausalLM
+from fusionaudio.gama.keymap import UnmappedKeyError, known_unused_group, reference_to_local
 
 log = logging.getLogger("fusionaudio.load")
 
 LOCAL_WEIGHTS = "model.safetensors"
 _LOCAL_PREFIXES = ("llm.", "audio_encoder.", "qformer.", "query_tokens", "qformer_proj_norm.", "audio_")
-
-
-def resolve_dtype(dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype not in names:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
-    return names[dtype]
 
 
 # -- key mapping ------------------------------------------------------------------------

@@ -24,9 +24,10 @@ from pathlib import Path
 
 from transformers.tokenization_python import PreTrainedTokenizer
 
-from .errors import CheckpointError
+from fusionaudio.errors import CheckpointError
+from fusionaudio.loading.files import read_json_object, refuse_remote_code
 
-log = logging.getLogger("fusionaudio.tokenizer")
+log = logging.getLogger("fusionaudio.gama.tokenizer")
 
 SP_MODEL = "tokenizer.model"
 TOKENIZER_CONFIG = "tokenizer_config.json"
@@ -49,31 +50,12 @@ class TokenizerError(CheckpointError):
     """A tokenizer directory that cannot be loaded exactly: names the directory and the problem."""
 
 
-def read_json_object(path: Path) -> dict:
-    """A JSON file that must hold one object; errors name the file and the problem."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TokenizerError(f"{path}: cannot read JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise TokenizerError(f"{path}: expected a JSON object, got {type(data).__name__}")
-    return data
-
-
 def _token_content(value, path: Path, field: str) -> str | None:
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, dict) and isinstance(value.get("content"), str):
         return value["content"]
     raise TokenizerError(f"{path}: {field} must be a string or an AddedToken object, got {value!r}")
-
-
-def refuse_remote_code(config: dict, path: Path) -> None:
-    """Directories whose config points at Python code beside it are refused (never executed)."""
-    if "auto_map" in config:
-        raise TokenizerError(
-            f"{path}: has an 'auto_map' entry ({config['auto_map']!r}), i.e. custom Python code; "
-            "this project never runs code from a model directory (trust_remote_code=False)")
 
 
 class SentencePieceTokenizer(PreTrainedTokenizer):
@@ -194,7 +176,7 @@ class SentencePieceTokenizer(PreTrainedTokenizer):
         (out / "special_tokens_map.json").write_text(json.dumps(
             {"bos_token": self.bos_token, "eos_token": self.eos_token, "unk_token": self.unk_token}, indent=2) + "\n")
         written = [str(target), str(out / TOKENIZER_CONFIG), str(out / "special_tokens_map.json")]
-        from .tokenizer_json import write_scored_tokenizer_json
+        from fusionaudio.gama.tokenizer_json import write_scored_tokenizer_json
 
         stale = out / TOKENIZER_JSON
         if write_scored_tokenizer_json(self.sp_model, stale, self):
@@ -270,7 +252,7 @@ def _load_sentencepiece(directory: Path) -> SentencePieceTokenizer:
         raise TokenizerError(f"{directory / SP_MODEL}: cannot load the SentencePiece model: {exc}") from exc
     _check_special_tokens(tok.sp_model, settings, directory)
     if (directory / TOKENIZER_JSON).is_file():
-        from .tokenizer_json import report_disagreement
+        from fusionaudio.gama.tokenizer_json import report_disagreement
 
         report_disagreement(directory / TOKENIZER_JSON, tok)
     return tok

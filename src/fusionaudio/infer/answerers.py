@@ -1,4 +1,5 @@
-"""Model backends: turn a batch of records and their prepared audio into results.
+"""Answerers: turn a batch of records and their prepared audio into results, through each family's one
+generation core (``FusionAudioInference.generate``, ``AudSemThinkerInference.generate``).
 
 A result is ``{"prediction": str, "error": None, "audio_info": {...} | None}`` or, for a record that
 could not be answered (unusable audio, a prompt longer than the model's positions),
@@ -9,36 +10,33 @@ from __future__ import annotations
 
 import logging
 
-from .loader import Prepared, fbanks_for
-from .records import InferError, Item
+from fusionaudio.infer.loader import Prepared, fbanks_for
+from fusionaudio.infer.records import Item
+from fusionaudio.sampling import OPTIONS as GEN_OPTIONS
+from fusionaudio.sampling import sampling_options
 
 log = logging.getLogger("fusionaudio.infer")
 
-GEN_OPTIONS = ("do_sample", "num_beams", "temperature", "top_p", "top_k", "max_new_tokens", "min_new_tokens",
-               "repetition_penalty")
 
 
 def error_result(message: str) -> dict:
     return {"prediction": None, "error": message, "audio_info": None}
 
 
-def generation_options(args) -> dict:
-    """The effective generation options: the architecture's defaults overridden by the given ones."""
-    given = {k: getattr(args, k, None) for k in GEN_OPTIONS}
-    given = {k: v for k, v in given.items() if v is not None}
-    if args.arch == "audsemthinker":
-        from ..audsem.config import GENERATION_DEFAULTS as defaults
+def generation_options(arch: str, args) -> dict:
+    """The effective generation options (the one sampling rule): the family's defaults overridden by the flags
+    (``--max_tokens`` is ``max_new_tokens``; ``--greedy`` and ``--temperature 0`` mean greedy)."""
+    if arch == "audsemthinker":
+        from fusionaudio.audsem.config import GENERATION_DEFAULTS as defaults
     else:
-        from ..generation import GENERATION_DEFAULTS as defaults
-    opts = {**defaults, **given}
-    if opts["max_new_tokens"] < 1 or opts.get("num_beams", 1) < 1:
-        raise InferError("--max_new_tokens and --num_beams must be >= 1")
-    if opts.get("repetition_penalty") is not None and opts["repetition_penalty"] <= 0:
-        raise InferError("--repetition_penalty must be > 0")
-    return opts
+        from fusionaudio.gama.generation import GENERATION_DEFAULTS as defaults
+    given = {k: getattr(args, k, None) for k in GEN_OPTIONS}
+    if given.get("max_new_tokens") is None:
+        given["max_new_tokens"] = getattr(args, "max_tokens", None)
+    return sampling_options(defaults, greedy=bool(getattr(args, "greedy", False)), **given)
 
 
-class GamaBackend:
+class GamaAnswerer:
     """GAMA / FusionAudio: fbank of the batch on the model's device + :meth:`FusionAudioInference.generate`."""
 
     def __init__(self, engine, gen: dict, seed: int | None, ignore_input: bool):
@@ -48,7 +46,7 @@ class GamaBackend:
         return None if self.ignore_input else item.record.get("input")
 
     def answer(self, batch: list[Item], prepared: list[Prepared]) -> list[dict]:
-        from ..inference import Request
+        from fusionaudio.gama.inference import Request
 
         audio_k = [k for k, p in enumerate(prepared) if p.error is None and p.audio is not None]
         fbanks = dict(zip(audio_k, fbanks_for([prepared[k] for k in audio_k], [batch[k].audio_path for k in audio_k],
@@ -74,7 +72,7 @@ class GamaBackend:
         return results  # type: ignore[return-value]
 
 
-class AudSemBackend:
+class AudSemAnswerer:
     """AudSemThinker (Qwen2.5-Omni thinker): the loader's waveforms through its processor and
     ``generate``; a non-empty ``input`` is appended to the question."""
 
@@ -82,7 +80,6 @@ class AudSemBackend:
         self.engine, self.gen, self.seed, self.ignore_input = engine, gen, seed, ignore_input
 
     def answer(self, batch: list[Item], prepared: list[Prepared]) -> list[dict]:
-        import torch
 
         results: list[dict | None] = [None] * len(batch)
         waves, prompts, where = [], [], []
@@ -93,26 +90,14 @@ class AudSemBackend:
             question, extra = item.record["instruction"], item.record.get("input")
             if extra and not self.ignore_input:
                 question = f"{question}\n{extra}"
-            prompts.append(self.engine._prompt(question, prep.audio is not None))
-            if prep.audio is not None:
-                waves.append(prep.audio)
+            prompts.append(self.engine.prompt(question, prep.audio is not None))
+            waves.append(prep.audio)
             where.append((k, prep.info))
         if prompts:
-            engine, gen = self.engine, dict(self.gen)
-            kwargs = engine._generation_kwargs(gen.pop("temperature"), gen.pop("top_p"), gen.pop("top_k"),
-                                               gen.pop("max_new_tokens"), gen.pop("do_sample"),
-                                               gen.pop("num_beams", 1), gen)
-            if self.seed is not None:
-                torch.manual_seed(self.seed + batch[where[0][0]].index)
-            with torch.inference_mode():
-                inputs = engine.processor(prompts, audio=waves or None, padding_side="left")
-                inputs = {key: v.to(engine.device) for key, v in inputs.items()}
-                if "input_features" in inputs:
-                    inputs["input_features"] = inputs["input_features"].to(engine.dtype)
-                generated = engine.model.generate(**inputs, **kwargs)
-            new = engine.processor.batch_decode(generated[:, inputs["input_ids"].shape[1]:])
-            for (k, info), text in zip(where, new):
-                results[k] = {"prediction": text.strip(), "error": None, "audio_info": info}
+            seed = None if self.seed is None else self.seed + batch[where[0][0]].index
+            answers = self.engine.generate(prompts, waves, batch_size=len(prompts), seed=seed, **self.gen)
+            for (k, info), text in zip(where, answers):
+                results[k] = {"prediction": text, "error": None, "audio_info": info}
         return results  # type: ignore[return-value]
 
 
@@ -122,8 +107,8 @@ def prompt_key(args, item: Item) -> int:
     return len(item.record["instruction"]) + len(extra)
 
 
-def load_backend(args, device):
-    from ..inference import create_inference
+def load_answerer(args, device):
+    from fusionaudio.inference import create_inference
 
     engine = create_inference(args.arch, args.base_model, args.model_path, device=device, dtype=args.dtype,
                               resampler=args.resampler, attention=args.attention,
@@ -133,5 +118,5 @@ def load_backend(args, device):
     if engine.arch == "audsemthinker":
         if args.prompt_mode is not None:
             engine.prompt_mode = args.prompt_mode
-        return AudSemBackend(engine, generation_options(args), args.seed, args.ignore_input)
-    return GamaBackend(engine, generation_options(args), args.seed, args.ignore_input)
+        return AudSemAnswerer(engine, generation_options(engine.arch, args), args.seed, args.ignore_input)
+    return GamaAnswerer(engine, generation_options(engine.arch, args), args.seed, args.ignore_input)

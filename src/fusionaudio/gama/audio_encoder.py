@@ -6,7 +6,7 @@ features (after ``blocks_u`` and ``norm_a``) and the hidden states after
 
 Reference quirk kept: the modality-specific blocks run their generic norms
 (``norm1``/``norm2``) and the unified block runs its audio norms; the unused norms of the
-released checkpoints are dropped by the key map (``fusionaudio.model.keymap``).
+released checkpoints are dropped by the key map (``fusionaudio.gama.keymap``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import AudioEncoderConfig
+from fusionaudio.gama.config import AudioEncoderConfig
 
 
 def sincos_pos_embed_2d(dim: int, rows: int, cols: int) -> torch.Tensor:

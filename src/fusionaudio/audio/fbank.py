@@ -11,32 +11,26 @@ This reproduces the reference (GAMA / FusionAudio) pipeline, which was written w
 5. zero-pad or truncate to 1024 frames (10.24 s) and normalise with ``(fbank + 5.081) / 4.4849``.
 
 Everything is plain torch (torchaudio is not needed) and follows torchaudio's order of operations,
-so on CPU the result matches the reference bit for bit (the kaldi fbank lives in :mod:`fusionaudio.kaldi`,
-the sinc resampler in :mod:`fusionaudio.sinc`).
+so on CPU the result matches the reference bit for bit (the kaldi fbank lives in :mod:`fusionaudio.audio.kaldi`,
+the sinc resampler in :mod:`fusionaudio.audio.sinc`).
 :func:`fbank_batch` / :func:`load_fbank_batch` compute many clips in one pass on any device.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
-import math
-import os
-import stat
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-import soundfile as sf
 import torch
 import torch.nn.functional as F
 
-from fusionaudio.kaldi import (  # noqa: F401 - the constants are part of this module's interface
+from fusionaudio.audio.kaldi import (  # noqa: F401 - the constants are part of this module's interface
     FFT_SIZE, FRAME_LENGTH, FRAME_SHIFT, MEL_LOW_HZ, NUM_MEL_BINS, PREEMPHASIS, TARGET_SAMPLE_RATE,
     _frames, _log_mel,
 )
-from fusionaudio.sinc import resample_sinc
+from fusionaudio.audio.decode import AudioError, PathLike, read_audio
+from fusionaudio.audio.resample import RESAMPLERS, check_rate, resample
 
 logger = logging.getLogger(__name__)
 
@@ -45,31 +39,13 @@ TARGET_FRAMES = 1024  # 10.24 s at a 10 ms shift
 FBANK_NORM_MEAN = -5.081
 FBANK_NORM_STD = 4.4849
 
-RESAMPLERS = ("sinc", "soxr", "librosa", "polyphase")
 CHANNEL_MODES = ("reference", "downmix")
 
 # rows of frames per fbank block on CPU (fbank_batch); larger blocks fall out of cache
 _CPU_BLOCK_ROWS = 1024
-# Sample rates the front end accepts (a header outside this range is refused, not resampled).
-MIN_SAMPLE_RATE = 1_000
-MAX_SAMPLE_RATE = 768_000
 # Below this peak the float32 power spectrum cannot overflow (|X| <= 1600 * peak over a 400-sample
 # frame; 257 bins); above it, the clip's fbank is computed and checked before it is accepted.
 _SAFE_PEAK = 1e14
-
-PathLike = str | Path
-
-
-class AudioError(ValueError):
-    """Bad or unusable audio. The message names the file (when there is one) and the problem."""
-
-    def __init__(self, problem: str, path: PathLike | None = None):
-        self.problem = problem
-        self.path = None if path is None else str(path)
-        super().__init__(problem if path is None else f"{path}: {problem}")
-
-    def __reduce__(self):  # keep `path` when pickled across DataLoader workers
-        return (type(self), (self.problem, self.path))
 
 
 @dataclass
@@ -95,98 +71,6 @@ class AudioInfo:
         if self.truncated:
             text += f", truncated to {self.target_frames * FRAME_SHIFT / TARGET_SAMPLE_RATE:.2f} s"
         return text
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def _check_readable(path: Path) -> None:
-    """An :class:`AudioError` that says why ``path`` cannot be opened as a regular file."""
-    if "\0" in str(path):
-        raise AudioError("path contains a NUL byte", repr(str(path)))
-    try:
-        st = os.stat(path)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise AudioError("symlink loop (too many levels of symbolic links)", path) from exc
-        if exc.errno == errno.ENOENT:
-            problem = "broken symlink (its target does not exist)" if path.is_symlink() else "file not found"
-            raise AudioError(problem, path) from exc
-        raise AudioError(f"cannot open ({exc.strerror or exc})", path) from exc
-    if not stat.S_ISREG(st.st_mode):
-        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
-        raise AudioError(f"not an audio file: {kind}" if kind == "a directory" else kind, path)
-    if not os.access(path, os.R_OK):
-        raise AudioError("permission denied", path)
-
-
-def read_audio(path: PathLike) -> tuple[torch.Tensor, int]:
-    """Decode a file with soundfile (wav, flac, ogg, mp3, ...).
-
-    Returns ``(waveform, sample_rate)`` with ``waveform`` a float32 tensor ``[channels, samples]``
-    in [-1, 1] (integer PCM scaled by 1/32768 as libsndfile does). Raises :class:`AudioError` for a
-    missing or undecodable file.
-    """
-    path = Path(path)
-    _check_readable(path)
-    try:
-        data, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as exc:
-        raise AudioError(f"cannot decode audio ({exc})", path) from exc
-    except MemoryError as exc:
-        raise AudioError(f"cannot decode audio: out of memory ({exc})", path) from exc
-    return torch.from_numpy(np.ascontiguousarray(data.T)), int(sample_rate)
-
-
-# --------------------------------------------------------------------------- resampling
-
-
-def _check_rate(sample_rate: int, path: str | None = None) -> None:
-    """Refuse rates outside :data:`MIN_SAMPLE_RATE`..:data:`MAX_SAMPLE_RATE` (a lying header must not
-    make the resampler allocate without bound)."""
-    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
-        raise AudioError(f"sample rate {sample_rate} Hz is outside the supported range "
-                         f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz", path)
-
-
-def resample(
-    waveform: torch.Tensor, orig_sr: int, new_sr: int = TARGET_SAMPLE_RATE, method: str = "sinc"
-) -> torch.Tensor:
-    """Resample a float32 ``[channels, samples]`` tensor from ``orig_sr`` to ``new_sr``.
-
-    ``method``:
-
-    - ``"sinc"`` (default): the reference's resampler (torchaudio 0.13 ``sinc_interp_hann``,
-      lowpass width 6, rolloff 0.99). Runs on the waveform's device.
-    - ``"soxr"``: soxr HQ. ``"librosa"``: ``librosa.resample`` with its default ``res_type``.
-      ``"polyphase"``: ``scipy.signal.resample_poly``. These are good resamplers but shift the
-      fbank by 0.2-3.6 against the reference; they run on CPU and return a tensor on the input's
-      device.
-    """
-    if method not in RESAMPLERS:
-        raise AudioError(f"unknown resampler {method!r}; choose one of {', '.join(RESAMPLERS)}")
-    orig_sr, new_sr = int(orig_sr), int(new_sr)
-    if orig_sr == new_sr:
-        return waveform
-    _check_rate(orig_sr)
-    _check_rate(new_sr)
-    if method == "sinc":
-        return resample_sinc(waveform, orig_sr, new_sr)
-    x = waveform.detach().cpu().numpy()
-    if method == "soxr":
-        import soxr
-
-        y = soxr.resample(x.T, orig_sr, new_sr, quality="HQ").T
-    elif method == "librosa":
-        import librosa
-
-        y = librosa.resample(x, orig_sr=orig_sr, target_sr=new_sr, axis=-1)
-    else:
-        from scipy.signal import resample_poly
-
-        g = math.gcd(orig_sr, new_sr)
-        y = resample_poly(x, new_sr // g, orig_sr // g, axis=-1)
-    return torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32)).to(waveform.device)
 
 
 # --------------------------------------------------------------------------- kaldi fbank
@@ -262,7 +146,7 @@ def _prepare(
     if int(sample_rate) != sample_rate or sample_rate <= 0:
         raise AudioError(f"invalid sample rate {sample_rate!r}", path)
     sample_rate = int(sample_rate)
-    _check_rate(sample_rate, path)
+    check_rate(sample_rate, path)
     channels, length = wave.shape
     if length == 0 or channels == 0:
         raise AudioError("audio is empty (no samples)", path)

@@ -2,5 +2,3 @@
 
 #: The reference's sampling defaults.
 GENERATION_DEFAULTS = dict(temperature=0.1, top_p=0.95, top_k=300, max_new_tokens=1024, do_sample=True, num_beams=1)
-#: Further options passed through to transformers' GenerationConfig when given.
-EXTRA_GENERATION_OPTIONS = ("min_new_tokens", "repetition_penalty")

@@ -1,0 +1,1 @@
+"""What every model family shares when it opens a directory: safe JSON/weight reading, dtypes, devices."""
