@@ -16,7 +16,8 @@ PKG = SRC / "fusionaudio"
 
 #: Bottom to top. A module may import its own part and the parts of lower layers, nothing else.
 LAYERS = [
-    {"errors", "records", "structured", "sampling"},
+    {"errors"},
+    {"records", "structured", "sampling"},
     {"commands"},
     {"audio", "loading"},
     {"gama", "audsem", "demo", "evaluate"},

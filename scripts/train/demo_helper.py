@@ -69,7 +69,7 @@ def make_base(data_dir: str, out_dir: str, seed: int = 0, encoder_steps: int = 0
 
 
 def _tokens(text: str) -> str:
-    from fusionaudio.evaluate.captioning import simple_tokenize
+    from fusionaudio.evaluate.caption_metrics import simple_tokenize
 
     return simple_tokenize(text)
 

@@ -44,7 +44,7 @@ def error_line(exc: BaseException) -> str:
     if not isinstance(exc, (UsageError, InputError, CheckpointError, RunError)) and type(exc).__name__ not in text:
         text = f"{type(exc).__name__}: {text}"
     notes = " ".join(getattr(exc, "__notes__", []))
-    line = text.splitlines()[0] if text else text
+    line = "; ".join(part.strip() for part in text.splitlines() if part.strip()).replace(":;", ":")
     return f"error: {line[:2000]}" + (f" ({notes})" if notes else "")
 
 
@@ -152,7 +152,10 @@ def function_parser(fn, prog: str | None = None, parser: argparse.ArgumentParser
                                          formatter_class=HelpFormatter)
     helps = docstring_args(doc)
     for name, param in inspect.signature(fn).parameters.items():
-        if name in skip or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+        if name in skip or param.kind == param.VAR_KEYWORD:
+            continue
+        if param.kind == param.VAR_POSITIONAL:
+            parser.add_argument(name, nargs="*", help=helps.get(name, name.replace("_", " ")))
             continue
         required = param.default is inspect.Parameter.empty
         default = None if required else param.default
@@ -176,8 +179,11 @@ def subcommand_parser(commands: dict, prog: str, description: str | None = None,
 
 
 def call_parsed(fn, args: argparse.Namespace):
-    names = inspect.signature(fn).parameters
-    return fn(**{k: v for k, v in vars(args).items() if k in names})
+    params = inspect.signature(fn).parameters
+    values = vars(args)
+    positional = [v for n, p in params.items() if p.kind == p.VAR_POSITIONAL for v in values.get(n) or ()]
+    return fn(*positional, **{k: v for k, v in values.items()
+                              if k in params and params[k].kind != params[k].VAR_POSITIONAL})
 
 
 def dataclass_parser(cls, prog: str, description: str | None = None,

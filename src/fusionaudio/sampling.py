@@ -34,7 +34,7 @@ def sampling_options(defaults: dict, greedy: bool = False, **given) -> dict:
     """
     unknown = sorted(set(given) - set(OPTIONS))
     if unknown:
-        raise UsageError(f"unknown generation option(s): {', '.join(unknown)}")
+        raise TypeError(f"unknown generation option(s): {', '.join(unknown)}")
     opts = {**{k: v for k, v in defaults.items() if k in OPTIONS},
             **{k: v for k, v in given.items() if v is not None}}
     if "temperature" in opts:

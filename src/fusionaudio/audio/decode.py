@@ -15,7 +15,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
-from fusionaudio.errors import UsageError
+from fusionaudio.errors import InputError, UsageError
 
 PathLike = str | Path
 TEXT_ONLY_HINT = "for a text-only question leave out --audio"
@@ -26,7 +26,7 @@ AUDIO_SUFFIXES = {".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".a
 
 
 
-class AudioError(ValueError):
+class AudioError(InputError):
     """Bad or unusable audio. The message names the file (when there is one) and the problem."""
 
     def __init__(self, problem: str, path: PathLike | None = None):

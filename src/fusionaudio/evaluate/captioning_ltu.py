@@ -23,7 +23,7 @@ import string
 
 import numpy as np
 
-from fusionaudio.evaluate.captioning import caption_scores
+from fusionaudio.evaluate.caption_metrics import caption_scores
 from fusionaudio.evaluate.records import EvalInputError, count_null, get_field, get_prediction, get_text_list, load_predictions
 from fusionaudio.evaluate.report import default_output, make_result, write_report
 

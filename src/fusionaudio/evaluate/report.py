@@ -21,7 +21,12 @@ from fusionaudio.evaluate.records import EvalInputError
 
 def make_result(task: str, metrics: dict, meta: dict, unavailable: dict | None = None, details=None) -> dict:
     """Assemble a result dict (adds a UTC timestamp and the package version to ``meta``)."""
-    from fusionaudio import __version__
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        __version__ = version("fusionaudio")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        __version__ = "unknown (not installed)"
 
     meta = dict(meta)
     meta.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))

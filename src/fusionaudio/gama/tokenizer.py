@@ -38,14 +38,6 @@ LLAMA2_SETTINGS = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"
                    "add_bos_token": True, "add_eos_token": False}
 _LLAMA_CLASSES = ("LlamaTokenizer", "LlamaTokenizerFast", "CodeLlamaTokenizer", "CodeLlamaTokenizerFast")
 
-#: Strings for the tokenizer.json self-check: runs of spaces, tabs, newlines, digits, bytes.
-PROBE_TEXTS = (
-    "Describe the audio.", "Double  space", "Tabs\tand  double  spaces", "   three leading", "trailing   ",
-    "line\n\nbreaks\n", "Digits 12345 and 3.14", "Unicode: café, naïve, 音频, 🎵", "a </s> b <s> c <unk>",
-    "### Instruction:\nWhat do you hear?\n\n### Response:\n", "x" * 40, "    four  two   three    four",
-)
-
-
 class TokenizerError(CheckpointError):
     """A tokenizer directory that cannot be loaded exactly: names the directory and the problem."""
 

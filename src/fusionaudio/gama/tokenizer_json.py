@@ -3,7 +3,7 @@
 transformers converts a SentencePiece BPE model into merges without the pieces' scores, so
 the merges come out in the wrong order (runs of spaces tokenize differently). Here the merges
 are ranked by the merged piece's score, as SentencePiece merges, and the result is only
-written when it reproduces SentencePiece on :data:`~fusionaudio.gama.tokenizer.PROBE_TEXTS`.
+written when it reproduces SentencePiece on :data:`PROBE_TEXTS`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,16 @@ from pathlib import Path
 
 log = logging.getLogger("fusionaudio.gama.tokenizer")
 
+#: Strings for the tokenizer.json self-check: runs of spaces, tabs, newlines, digits, bytes.
+PROBE_TEXTS = (
+    "Describe the audio.", "Double  space", "Tabs\tand  double  spaces", "   three leading", "trailing   ",
+    "line\n\nbreaks\n", "Digits 12345 and 3.14", "Unicode: café, naïve, 音频, 🎵", "a </s> b <s> c <unk>",
+    "### Instruction:\nWhat do you hear?\n\n### Response:\n", "x" * 40, "    four  two   three    four",
+)
+
 
 def _probe(encode, tok) -> list[str]:
     """The probe texts on which ``encode(text) -> ids`` differs from SentencePiece."""
-    from fusionaudio.gama.tokenizer import PROBE_TEXTS
-
     return [t for t in PROBE_TEXTS if list(encode(t)) != tok.encode_text(t)]
 
 

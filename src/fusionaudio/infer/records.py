@@ -11,6 +11,8 @@ Two input layouts are read:
 
 from __future__ import annotations
 
+from fusionaudio.errors import InputError
+
 import hashlib
 import json
 import os
@@ -23,7 +25,7 @@ OUTPUT_FIELDS = ("record_id", "prediction", "error", "audio_info", "structured")
 NESTED_KEY = "instruction_output"
 
 
-class InferError(RuntimeError):
+class InferError(InputError):
     """A user-facing failure (bad input, inconsistent work dir, ...): printed as one line."""
 
 

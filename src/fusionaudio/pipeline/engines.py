@@ -87,9 +87,7 @@ class StageActor:
 def worker_pythonpath() -> str:
     """PYTHONPATH for Ray workers: the folder this ``fusionaudio`` was imported from comes first, so
     the workers run the driver's code (a checkout, or an installed package at the same path)."""
-    import fusionaudio
-
-    src = str(Path(fusionaudio.__file__).resolve().parents[1])
+    src = str(Path(__file__).resolve().parents[2])  # .../src, above fusionaudio/pipeline/engines.py
     return os.pathsep.join([src] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else []))
 
 

@@ -17,7 +17,7 @@ import soundfile as sf
 from fusionaudio import infer
 from fusionaudio.commands import parse_bool
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 GREEDY = ["--do_sample", "False", "--max_new_tokens", "16", "--device", "cpu"]
 
 
@@ -100,7 +100,7 @@ def test_end_to_end_order_errors_and_predictions(dataset, single_run, tiny_base_
     assert len(set(expected)) > 1  # the requests really differ
 
 
-def test_rerun_skips_finished_records_and_refuses_other_settings(dataset, single_run, tiny_base_dir, caplog):
+def test_rerun_skips_finished_records_and_refuses_other_settings(dataset, single_run, tiny_base_dir, caplog, capsys):
     path, records = dataset
     _, out = single_run
     shard = infer.default_work_dir(out) / "shard-0.jsonl"
@@ -113,7 +113,8 @@ def test_rerun_skips_finished_records_and_refuses_other_settings(dataset, single
     assert sorted(e["index"] for e in retried) == [2, 4, 6] and all(e["record"]["error"] for e in retried)
     assert len(json.loads(out.read_text(encoding="utf-8"))) == len(records)
     assert infer.main([*base, *GREEDY[:-2], "--max_new_tokens", "9", "--device", "cpu"]) == 2
-    assert "other settings" in caplog.text and "max_new_tokens" in caplog.text
+    err = caplog.text + capsys.readouterr().err
+    assert "other settings" in err and "max_new_tokens" in err
 
 
 def test_merge_reports_missing_records_and_writes_nothing(dataset, single_run, tmp_path, caplog):
@@ -158,12 +159,13 @@ def test_shard_writer_is_exclusive(tmp_path):
         first.close()
 
 
-def test_bad_input_records_are_named(tmp_path, caplog):
+def test_bad_input_records_are_named(tmp_path, caplog, capsys):
     path = write_json(tmp_path / "in.json", [{"audio_id": "empty", "instruction": "ok"},
                                              {"instruction": "no audio id"}, {"audio_id": 3, "instruction": 4}])
     assert infer.main(["--json_input", str(path), "--json_output", str(tmp_path / "o.json"), "--no_progress"]) == 2
-    assert "3 bad records" in caplog.text and "record 1: no 'audio_id'" in caplog.text
-    assert "record 2: 'instruction' must be a string" in caplog.text
+    err = caplog.text + capsys.readouterr().err
+    assert "3 bad records" in err and "record 1: no 'audio_id'" in err
+    assert "record 2: 'instruction' must be a string" in err
 
 
 def test_record_ids_and_bool_options():
@@ -172,9 +174,10 @@ def test_record_ids_and_bool_options():
     assert infer.record_id(4, rec) != infer.record_id(5, rec) != infer.record_id(4, {**rec, "output": "z"})
     assert parse_bool("False") is False and parse_bool("TRUE") is True
     args = infer.build_parser().parse_args(["--json_input", "i", "--json_output", "o", "--do_sample", "false"])
-    assert args.do_sample is False and infer.generation_options(args)["temperature"] == 0.1  # reference default
+    assert args.do_sample is False and infer.generation_options(args.arch, args) == {
+        "do_sample": False, "max_new_tokens": 1024, "num_beams": 1}  # greedy: no sampling options recorded
     args = infer.build_parser().parse_args(["--json_input", "i", "--json_output", "o"])
-    assert infer.generation_options(args) == {"temperature": 0.1, "top_p": 0.95, "top_k": 300,
+    assert infer.generation_options(args.arch, args) == {"temperature": 0.1, "top_p": 0.95, "top_k": 300,
                                               "max_new_tokens": 1024, "do_sample": True, "num_beams": 1}
 
 

@@ -13,7 +13,7 @@ from fusionaudio.inference import create_inference
 from fusionaudio.serve.backend import GamaBackend, GenSettings, Job, _cut_at_stop, _held_back
 from fusionaudio.serve.batcher import Batcher
 
-CLIP = Path(__file__).resolve().parents[1] / "data" / "example" / "demo_clip.wav"
+CLIP = Path(__file__).resolve().parents[2] / "data" / "example" / "demo_clip.wav"
 GREEDY = GenSettings(do_sample=False, temperature=0.1, top_p=0.95, top_k=300, max_tokens=16)
 
 

@@ -92,13 +92,14 @@ def test_gama_compa_r_nested_records(clips, tiny_base_dir, engine, tmp_path):
                                          (clips / "c.flac", "Describe.")])  # the penalty changes the answers
 
 
-def test_nested_records_with_a_bad_pair_are_named(tmp_path, caplog):
+def test_nested_records_with_a_bad_pair_are_named(tmp_path, caplog, capsys):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps([{"audio_id": "empty", "instruction_output": []},
                                 {"audio_id": "empty", "instruction_output": [{"instruction": 3}]}]))
     assert infer.main(["--json_input", str(path), "--json_output", str(tmp_path / "o.json")]) == 2
-    assert "record 0: 'instruction_output' must be a non-empty list" in caplog.text
-    assert "'instruction' must be a string" in caplog.text
+    err = caplog.text + capsys.readouterr().err
+    assert "record 0: 'instruction_output' must be a non-empty list" in err
+    assert "'instruction' must be a string" in err
 
 
 def test_path_map_parsing():

@@ -80,9 +80,9 @@ def test_nan_and_too_short_audio_stop_before_training(tiny_base_dir, clips, tmp_
     data = _data(clips, tmp_path, ["good0.wav", "nan.wav", "good1.wav", "short.wav", "huge.wav"])
     args = [f"--base_model={tiny_base_dir}", f"--data_path={data}", f"--output_dir={tmp_path / 'run'}",
             "--max_steps=1", *(f"--{k}={v}" for k, v in FAST.items())]
-    assert main(args) == 1
+    assert main(args) == 2  # bad input: exit 2, one line
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("fusionaudio.train: error: 3 audio file(s) failed")
+    assert len(err) == 1 and err[0].startswith("error: 3 audio file(s) failed")
     assert "record 1 (" in err[0] and "nan.wav" in err[0] and "record 3 (" in err[0] and "short.wav" in err[0]
     assert "record 4 (" in err[0] and "huge.wav" in err[0]
     assert not (tmp_path / "run" / "log.jsonl").exists()  # stopped before step 1
@@ -117,9 +117,9 @@ def test_bad_records_are_one_line_errors_with_a_report(tiny_base_dir, clips, tmp
     data = tmp_path / "d.json"
     data.write_text(json.dumps(recs))  # ensure_ascii: the lone surrogate is written as \udcff
     out = tmp_path / "run"
-    assert main([f"--base_model={tiny_base_dir}", f"--data_path={data}", f"--output_dir={out}", "--device=cpu"]) == 1
+    assert main([f"--base_model={tiny_base_dir}", f"--data_path={data}", f"--output_dir={out}", "--device=cpu"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("fusionaudio.train: error: 2 bad records") and "Traceback" not in err
+    assert err.startswith("error: 2 bad records") and "Traceback" not in err
     report = (out / "data_validation_report.txt").read_text()
     assert "record 1" in report and "not valid Unicode" in report and "record 2" in report and "NUL byte" in report
 

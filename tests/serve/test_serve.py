@@ -18,7 +18,7 @@ from fusionaudio.serve.process import ServerProcess
 
 openai = pytest.importorskip("openai")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLIP = REPO / "data" / "example" / "demo_clip.wav"
 KEY = "test-key-123"
 MODEL = "fusionaudio-demo"

@@ -13,7 +13,7 @@ from fusionaudio.retrieval.keymap import CheckpointMismatch
 from fusionaudio.retrieval.released_layout import released_keys, to_released
 from fusionaudio.retrieval.tiny_ase import make_tiny_ase
 
-MANIFEST = Path(__file__).parent / "data" / "reference" / "wavcaps_manifest.json"
+MANIFEST = Path(__file__).resolve().parents[1] / "data" / "reference" / "wavcaps_manifest.json"
 
 
 @pytest.fixture(scope="module")

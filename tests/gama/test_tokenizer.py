@@ -13,7 +13,9 @@ from sentencepiece import sentencepiece_model_pb2 as pb
 
 from fusionaudio import load_tokenizer
 from fusionaudio.gama.tiny import default_corpus
-from fusionaudio.gama.tokenizer import PROBE_TEXTS, TokenizerError, check_vocab_size
+from fusionaudio.errors import CheckpointError
+from fusionaudio.gama.tokenizer import TokenizerError, check_vocab_size
+from fusionaudio.gama.tokenizer_json import PROBE_TEXTS
 
 TEXTS = list(PROBE_TEXTS) + [
     "Tabs\tand  double  spaces", "Double  space", "  ", " ", "", "end with space ", "\t\tindent",
@@ -204,7 +206,7 @@ def test_incomplete_or_wrong_directories_are_refused_by_name(tmp_path, sp_model,
         (d / "tokenizer_config.json").write_text(json.dumps(LLAMA_CONFIG))
     if case == "auto_map":
         (d / "evil.py").write_text("raise SystemExit('remote code ran')\n")
-    with pytest.raises(TokenizerError, match=message) as err:
+    with pytest.raises(CheckpointError, match=message) as err:  # TokenizerError or the shared reader's error
         load_tokenizer(d)
     assert str(d) in str(err.value)
 

@@ -12,7 +12,7 @@ from fusionaudio.evaluate import classification as cls
 from fusionaudio.evaluate.embeddings import BertMeanBackend, CachedEmbedder, EmbeddingBackend, OpenAIEmbeddingBackend
 from fusionaudio.evaluate.records import EvalInputError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LABELS = ["dog", "rain", "siren"]
 
 

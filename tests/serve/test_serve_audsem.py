@@ -15,7 +15,7 @@ from fusionaudio.audsem.tiny import build_tiny_checkpoint  # noqa: E402
 from fusionaudio.serve.api import ServeConfig, create_app  # noqa: E402
 from fusionaudio.serve.backend import make_backend  # noqa: E402
 
-CLIP = Path(__file__).resolve().parents[1] / "data" / "example" / "demo_clip.wav"
+CLIP = Path(__file__).resolve().parents[2] / "data" / "example" / "demo_clip.wav"
 MODEL = "tiny-audsem"
 
 
@@ -57,7 +57,7 @@ def test_audsem_answer_usage_and_audio_info(client, engine):
 
 def test_audsem_sections_fill_the_fusionaudio_field(client, engine, monkeypatch):
     raw = "<think>a tone</think><semantic_elements>sound: tone</semantic_elements><answer>A tone.</answer>"
-    monkeypatch.setattr(engine, "predict_batch", lambda paths, questions, **kw: [raw] * len(paths))
+    monkeypatch.setattr(engine, "generate", lambda prompts, waves, **kw: [raw] * len(prompts))
     r = client.post("/v1/chat/completions", json=body())
     msg = r.json()["choices"][0]["message"]
     assert msg["content"] == "A tone."

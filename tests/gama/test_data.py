@@ -10,7 +10,7 @@ import soundfile as sf
 from fusionaudio.records import RecordError, load_records
 from fusionaudio.gama.data import resolve_audio_path, select_records, validate_records
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _rec(audio_id="a.wav", **kw):

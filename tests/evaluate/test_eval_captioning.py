@@ -6,24 +6,25 @@ import shutil
 
 import pytest
 
+from fusionaudio.evaluate import caption_metrics as cm
 from fusionaudio.evaluate import captioning as cap
 from fusionaudio.evaluate.records import EvalInputError
 
 
 def test_bleu1_by_hand():
     # clipped unigram precision 3/4, hypothesis longer than the reference -> no brevity penalty
-    scores, _, _ = cap.caption_scores({"a": "a dog barks loudly"}, {"a": ["a dog barks"]}, ["bleu"], "simple")
+    scores, _, _ = cm.caption_scores({"a": "a dog barks loudly"}, {"a": ["a dog barks"]}, ["bleu"], "simple")
     assert scores["BLEU_1"] == pytest.approx(0.75, abs=1e-6)
     # precision 1, but c=2 < r=3: brevity penalty exp(1 - 3/2)
-    scores, _, _ = cap.caption_scores({"a": "a dog"}, {"a": ["a dog barks"]}, ["bleu"], "simple")
+    scores, _, _ = cm.caption_scores({"a": "a dog"}, {"a": ["a dog barks"]}, ["bleu"], "simple")
     assert scores["BLEU_1"] == pytest.approx(math.exp(1 - 3 / 2), abs=1e-6)
     # counts are clipped to the reference: "dog dog dog" vs "a dog" -> 1/3 (closest ref length 2 < 3, BP = 1)
-    scores, _, _ = cap.caption_scores({"a": "dog dog dog"}, {"a": ["a dog", "dog a b c"]}, ["bleu"], "simple")
+    scores, _, _ = cm.caption_scores({"a": "dog dog dog"}, {"a": ["a dog", "dog a b c"]}, ["bleu"], "simple")
     assert scores["BLEU_1"] == pytest.approx(1 / 3, abs=1e-6)
 
 
 def test_simple_tokenizer():
-    assert cap.simple_tokenize("A dog's bark, LOUD!  Then -- silence...") == "a dog 's bark loud then silence"
+    assert cm.simple_tokenize("A dog's bark, LOUD!  Then -- silence...") == "a dog 's bark loud then silence"
 
 
 def test_agrees_with_pycocoevalcap():
@@ -35,7 +36,7 @@ def test_agrees_with_pycocoevalcap():
     refs = {"x": ["a man talks as a car drives by", "a man is speaking and cars pass"],
             "y": ["heavy rain falls on a metal roof", "rain is falling"],
             "z": ["birds are chirping in the distance", "several birds sing", "a bird chirps"]}
-    ours, unavailable, per_clip = cap.caption_scores(preds, refs, ["bleu", "rouge", "cider"], "simple")
+    ours, unavailable, per_clip = cm.caption_scores(preds, refs, ["bleu", "rouge", "cider"], "simple")
     gts = {k: v for k, v in refs.items()}
     res = {k: [v] for k, v in preds.items()}
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
@@ -91,7 +92,7 @@ def test_bad_inputs(tmp_path):
     res = cap.evaluate_captioning(str(p), str(tmp_path / "o.json"), metrics="bleu,rouge", tokenizer="simple")
     assert res["meta"]["n_null_predictions"] == 1 and res["details"][0]["prediction"] == ""  # failed = empty
     with pytest.raises(ValueError, match="unknown caption metrics"):
-        cap.caption_scores({"a": "x"}, {"a": ["x"]}, "bleu,spicy", "simple")
+        cm.caption_scores({"a": "x"}, {"a": ["x"]}, "bleu,spicy", "simple")
 
 
 def test_ltu_cleaning():
@@ -118,7 +119,7 @@ def test_ltu_protocol_five_trials(tmp_path):
     per_trial = []
     for t in range(5):
         preds = {"c1": refs["c1"][t], "c2": "rain"}
-        per_trial.append(cap.caption_scores(preds, refs, ["cider"], "simple")[0]["CIDEr"])
+        per_trial.append(cm.caption_scores(preds, refs, ["cider"], "simple")[0]["CIDEr"])
     m = res["metrics"]
     assert [d["CIDEr"] for d in res["details"]] == pytest.approx(per_trial)
     assert m["CIDEr_mean"] == pytest.approx(np.mean(per_trial)) and m["CIDEr_std"] == pytest.approx(np.std(per_trial))

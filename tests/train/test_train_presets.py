@@ -14,7 +14,7 @@ import pytest
 
 from fusionaudio.train import load_preset, train
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SMALL = dict(batch_size=4, micro_batch_size=4, max_steps=1, save_steps=0, progress=False, logging_steps=0,
              cache_fbank=True, seed=0, device="cpu")
 

@@ -136,8 +136,8 @@ def test_contrastive_finetune_cli(tiny_setup, tmp_path, monkeypatch, capsys):
             "--output_dir", str(out), "--audio_root", str(root), "--epochs", "1", "--batch_size", "3",
             "--lr", "1e-3", "--val_json", str(root / "caps.json")]
     monkeypatch.setattr(sys, "argv", argv)
-    main()  # the fire CLI, in-process
-    assert re.search(r"n_steps:\s+2\b", capsys.readouterr().out)
+    assert main() == 0  # the CLI, in-process
+    assert re.search(r'"n_steps": 2\b', capsys.readouterr().out)
     log = json.loads((out / "train_log.json").read_text())
     assert log["n_pairs"] == 6 and len(log["steps"]) == 2  # 2 rounds of 3 clips (2 captions per clip)
     assert all(np.isfinite(s["loss"]) for s in log["steps"]) and len(log["val"]) == 1

@@ -12,7 +12,7 @@ from fusionaudio.demo import scenes as synth
 from fusionaudio.demo import score as synth_score
 from fusionaudio.gama.data import select_records, validate_records
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

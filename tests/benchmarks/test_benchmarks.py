@@ -11,7 +11,7 @@ from fusionaudio.benchmarks import BUILDERS, BenchmarkError, build
 from fusionaudio.evaluate.classification import load_vocabulary
 from fusionaudio.evaluate.qa import ground_truth_letter, parse_options
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def put(root: Path, rel: str, text: str) -> None:

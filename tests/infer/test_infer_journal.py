@@ -27,7 +27,7 @@ def _argv(path, out, base, *extra):
     return ["--json_input", str(path), "--json_output", str(out), "--base_model", str(base), *TEXT, *extra]
 
 
-def test_plain_run_and_shard_run_on_one_output_refuse_each_other(text_input, tiny_base_dir, tmp_path, caplog):
+def test_plain_run_and_shard_run_on_one_output_refuse_each_other(text_input, tiny_base_dir, tmp_path, caplog, capsys):
     path, _ = text_input
     out = tmp_path / "preds.json"
     work = infer.default_work_dir(out)
@@ -35,7 +35,8 @@ def test_plain_run_and_shard_run_on_one_output_refuse_each_other(text_input, tin
     held = journal.RunLock(work, exclusive=True, what="a plain run")  # a plain run is going
     try:
         assert infer.main(_argv(path, out, tiny_base_dir, "--shard", "1/2")) == 2
-        assert "in use by another run" in caplog.text
+        err = caplog.text + capsys.readouterr().err
+        assert "in use by another run" in err
         assert not list(work.glob("shard-*.jsonl"))  # nothing computed
     finally:
         held.close()
@@ -49,11 +50,12 @@ def test_plain_run_and_shard_run_on_one_output_refuse_each_other(text_input, tin
     assert infer.main(_argv(path, out, tiny_base_dir)) == 0  # free again
 
 
-def test_output_equal_to_input_is_refused(text_input, tiny_base_dir, caplog):
+def test_output_equal_to_input_is_refused(text_input, tiny_base_dir, caplog, capsys):
     path, _ = text_input
     before = path.read_bytes()
     assert infer.main(_argv(path, path, tiny_base_dir)) == 2
-    assert "refusing to overwrite the input" in caplog.text
+    err = caplog.text + capsys.readouterr().err
+    assert "refusing to overwrite the input" in err
     assert infer.main(["merge", "--json_input", str(path), "--json_output", str(path)]) == 2
     assert path.read_bytes() == before
 
@@ -91,7 +93,7 @@ def test_stale_temp_files_are_removed_live_ones_kept(text_input, tiny_base_dir, 
     assert live.exists() and other.exists()  # a live writer's, and not this output's
 
 
-def test_io_errors_name_the_path(tmp_path, monkeypatch, text_input, tiny_base_dir, caplog):
+def test_io_errors_name_the_path(tmp_path, monkeypatch, text_input, tiny_base_dir, caplog, capsys):
     target = tmp_path / "deep" / "preds.json"
 
     def full(*a, **k):
@@ -103,4 +105,5 @@ def test_io_errors_name_the_path(tmp_path, monkeypatch, text_input, tiny_base_di
     assert not list(target.parent.glob(".*.tmp"))  # the temporary file does not stay behind
     path, _ = text_input
     assert infer.main(_argv(path, tmp_path / "o.json", tiny_base_dir)) == 2
-    assert "No space left on device" in caplog.text and "o.json.parts" in caplog.text
+    err = caplog.text + capsys.readouterr().err
+    assert "No space left on device" in err and "o.json.parts" in err

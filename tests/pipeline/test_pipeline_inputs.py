@@ -72,7 +72,7 @@ def test_config_defaults_paths_and_errors(tmp_path):
 def test_bundled_example_config_loads():
     from pathlib import Path
 
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "pipeline" / "example.yaml")
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "pipeline" / "example.yaml")
     assert cfg.input.is_file() and len(read_clips(cfg.input)) == 4
     assert cfg.enabled_stages()[-1] == "qa"
 

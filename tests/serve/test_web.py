@@ -19,7 +19,7 @@ import soundfile as sf
 
 from fusionaudio.serve.process import ServerProcess
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLIP = REPO / "data" / "example" / "demo_clip.wav"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",

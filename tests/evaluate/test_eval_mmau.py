@@ -77,7 +77,7 @@ def test_eval_mmau_script_calls(tmp_path):
     import subprocess
     from pathlib import Path
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     log = tmp_path / "calls.log"
     stub = tmp_path / "python"
     stub.write_text(f'#!/usr/bin/env bash\necho "$@" >> {log}\n')

@@ -103,7 +103,7 @@ def test_kill_9_then_restart_local(env, clean_run):
 
 @pytest.mark.slow
 def test_bundled_example_config_runs_end_to_end(tmp_path, tmp_path_factory):
-    example = Path(__file__).resolve().parents[1] / "configs" / "pipeline" / "example.yaml"
+    example = Path(__file__).resolve().parents[2] / "configs" / "pipeline" / "example.yaml"
     proc = run_cli(example, "--output_dir", str(tmp_path / "out"),
                    "--tiny_models_dir", str(tmp_path_factory.getbasetemp() / "pipeline_tiny"))
     out, _ = proc.communicate(timeout=600)
