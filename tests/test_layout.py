@@ -136,3 +136,12 @@ def test_production_code_does_not_import_test_builders():
              and part_of(m) == part_of(t) and not m.endswith("__main__")]
     allowed = {"fusionaudio.pipeline.stages.common -> fusionaudio.pipeline.tiny_models"}
     assert set(users) <= allowed, sorted(set(users) - allowed)
+
+
+def test_functions_stay_short():
+    long = []
+    for p in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 90:
+                long.append(f"{p.relative_to(SRC)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long

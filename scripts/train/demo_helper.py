@@ -258,8 +258,7 @@ Held-out split ({after['clips']} clips, greedy decoding):
 
 
 if __name__ == "__main__":
-    import fire
+    from fusionaudio.commands import subcommands_main
 
-    fire.Fire({"make_base": make_base, "evaluate": evaluate, "probe": probe, "clip": clip, "model_card": model_card},
-              serialize=lambda r: json.dumps(r, indent=2) if isinstance(r, dict) else r)
-    sys.exit(0)
+    sys.exit(subcommands_main({"make_base": make_base, "evaluate": evaluate, "probe": probe, "clip": clip,
+                               "model_card": model_card}, "python scripts/train/demo_helper.py"))

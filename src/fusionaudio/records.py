@@ -52,9 +52,10 @@ def _decode(raw: bytes, path, what: str) -> str:
         raise RecordError(f"{path}: {what} is not UTF-8 text (bad byte at offset {e.start})") from None
 
 
-def read_records(path: str | Path) -> tuple[list, dict[int, BadRecord]]:
+def read_records(path: str | Path, lines: list | None = None) -> tuple[list, dict[int, BadRecord]]:
     """Parse a JSON-list or JSONL file; unparseable or non-UTF-8 JSONL lines become ``None``
-    placeholders plus a :class:`BadRecord` (so indices stay aligned with the file)."""
+    placeholders plus a :class:`BadRecord` (so indices stay aligned with the file). ``lines``, when given,
+    is filled with each record's 1-based line number (JSONL) or ``None`` (a JSON list)."""
     try:
         raw = Path(path).read_bytes()
     except OSError as e:
@@ -69,11 +70,15 @@ def read_records(path: str | Path) -> tuple[list, dict[int, BadRecord]]:
             raise RecordError(f"{path}: JSON nested too deeply") from None
         if not isinstance(records, list):
             raise RecordError(f"{path}: expected a JSON list of records")
+        if lines is not None:
+            lines.extend([None] * len(records))
         return records, {}
     records, errors = [], {}
     for lineno, line in enumerate(raw.splitlines(), start=1):
         if not line.strip():
             continue
+        if lines is not None:
+            lines.append(lineno)
         try:
             records.append(json.loads(_decode(line, path, f"line {lineno}")))
         except RecordError as e:

@@ -25,7 +25,6 @@ AUDIO_SUFFIXES = {".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3", ".opus", ".a
                   ".caf", ".w64", ".rf64"}
 
 
-
 class AudioError(InputError):
     """Bad or unusable audio. The message names the file (when there is one) and the problem."""
 
@@ -36,7 +35,6 @@ class AudioError(InputError):
 
     def __reduce__(self):  # keep `path` when pickled across DataLoader workers
         return (type(self), (self.problem, self.path))
-
 
 
 def _check_readable(path: Path) -> None:
@@ -77,7 +75,6 @@ def read_audio(path: PathLike) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(sample_rate)
 
 
-
 def expand_audio_args(items: list[str] | None, recursive: bool = False, skipped: list[str] | None = None
                       ) -> list[str | None]:
     """Paths as given (an existing path is always audio, whatever its name); a folder expands to its
@@ -107,13 +104,6 @@ def expand_audio_args(items: list[str] | None, recursive: bool = False, skipped:
         if skipped is not None:
             skipped += passed
     return out
-
-
-def audio_info_dict(info) -> dict:
-    """The reference's audio info (length, channels, rate) plus truncation, as JSON."""
-    from dataclasses import asdict
-
-    return {**asdict(info), "summary": info.summary()}
 
 
 def header_problem(path: str) -> str | None:

@@ -65,6 +65,17 @@ class AudioInfo:
     truncated: bool
     target_frames: int = TARGET_FRAMES
 
+    def to_dict(self) -> dict:
+        """What infer and quick_inference record per clip (JSON), with the one-line summary."""
+        from dataclasses import asdict
+
+        return {**asdict(self), "summary": self.summary()}
+
+    def api_dict(self) -> dict:
+        """What the API returns per clip: duration (rounded to ms), channels, rate, truncation, summary."""
+        return {"duration_s": round(self.duration_s, 3), "channels": self.channels, "sample_rate": self.sample_rate,
+                "truncated": self.truncated, "summary": self.summary()}
+
     def summary(self) -> str:
         """One line, e.g. ``"12.00 s, 2 ch, 44100 Hz, truncated to 10.24 s"``."""
         text = f"{self.duration_s:.2f} s, {self.channels} ch, {self.sample_rate} Hz"

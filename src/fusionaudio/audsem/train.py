@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 
 from fusionaudio.audio import AudioError
+from fusionaudio.records import RecordError
+from fusionaudio.records import load_records as read_records_strict
 from fusionaudio.audsem.config import DEFAULT_PROMPT_MODE, LORA_DEFAULTS, SYSTEM_PROMPT, TRAIN_DEFAULTS, build_instruction
 from fusionaudio.audsem.processor import build_conversation, check_resampler, load_audio
 from fusionaudio.audsem.loading import load_thinker
@@ -42,10 +44,6 @@ __all__ = ["Record", "RecordError", "load_records", "build_batch", "add_lora", "
 
 IGNORE_INDEX = -100
 _REQUIRED = ("audio_id", "instruction", "output")
-
-
-class RecordError(ValueError):
-    """One or more training records are unusable; the message lists each by index."""
 
 
 @dataclass
@@ -63,28 +61,6 @@ class Record:
         return f"{self.instruction.strip()}\n{self.input.strip()}" if self.input.strip() else self.instruction.strip()
 
 
-def _read_json_or_jsonl(path: Path) -> list:
-    text = path.read_text(encoding="utf-8")
-    stripped = text.lstrip()
-    if stripped.startswith("["):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RecordError(f"{path}: invalid JSON ({exc})") from exc
-        return data
-    rows, errors = [], []
-    for lineno, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            errors.append(f"line {lineno}: invalid JSON ({exc.msg})")
-    if errors:
-        raise RecordError(f"{path}: " + "; ".join(errors[:20]) + (f" (+{len(errors) - 20} more)" if len(errors) > 20 else ""))
-    return rows
-
-
 def load_records(data_path, check_audio: bool = True, require_structured: bool = True,
                  structured_variant: str = "three") -> list[Record]:
     """Read and validate every record of ``data_path``; raise :class:`RecordError` listing all bad ones.
@@ -99,7 +75,7 @@ def load_records(data_path, check_audio: bool = True, require_structured: bool =
     path = Path(data_path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: data file not found")
-    rows = _read_json_or_jsonl(path)
+    rows = read_records_strict(path)
     if not isinstance(rows, list) or not rows:
         raise RecordError(f"{path}: expected a non-empty JSON list or JSONL of records")
     records, errors = [], []

@@ -15,8 +15,9 @@ Files from the reference implementation after its ``modify_json`` step use
 from __future__ import annotations
 
 from fusionaudio.errors import InputError
+from fusionaudio.records import RecordError
+from fusionaudio.records import load_records as read_records_strict
 
-import json
 import os
 import re
 from pathlib import Path
@@ -33,27 +34,15 @@ class EvalInputError(InputError):
 
 
 def load_records(path: str | os.PathLike) -> list[dict]:
-    """Load a JSON list (``.json``) or JSON-lines (``.jsonl``) file of dict records."""
+    """Load a JSON list (``.json``) or JSON-lines (``.jsonl``) file of dict records (the shared reader,
+    :mod:`fusionaudio.records`, with the evaluators' checks: objects only, at least one)."""
     path = Path(path)
     if not path.is_file():
         raise EvalInputError(f"{path}: file not found")
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        records = []
-        for n, line in enumerate(text.splitlines()):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise EvalInputError(f"{path}: line {n + 1}: invalid JSON ({e})") from None
-    else:
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise EvalInputError(f"{path}: invalid JSON ({e})") from None
-    if not isinstance(records, list):
-        raise EvalInputError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
+    try:
+        records = read_records_strict(path)
+    except RecordError as exc:
+        raise EvalInputError(str(exc)) from None
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             raise EvalInputError(f"{path}: record {i}: expected an object, got {type(rec).__name__}")
@@ -136,12 +125,3 @@ def normalize_text(text: str) -> str:
     text = text.lower().replace("_", " ")
     text = re.sub(r"\s+", " ", text).strip()
     return text.strip(" .,;:!?\"'")
-
-
-def group_records(records: list[dict], keys: tuple[str, ...], path: Any) -> dict[tuple, list[int]]:
-    """Group record indices by the values of ``keys`` (insertion ordered)."""
-    groups: dict[tuple, list[int]] = {}
-    for i, rec in enumerate(records):
-        k = tuple(str(get_field(rec, key, path, i, types=())) for key in keys)
-        groups.setdefault(k, []).append(i)
-    return groups

@@ -112,16 +112,6 @@ def plan_micro_batches(examples: list[Example], micro_batch_size: int, seed: int
     return batches
 
 
-def shard_micro_batches(batches: list[list[int]], rank: int, world_size: int) -> list[list[int]]:
-    """This rank's share: the list is extended cyclically to a multiple of ``world_size``
-    (every rank must run the same number of steps), then rank ``r`` takes ``r::world``."""
-    if world_size == 1:
-        return batches
-    total = math.ceil(len(batches) / world_size) * world_size
-    padded = [batches[i % len(batches)] for i in range(total)]
-    return padded[rank::world_size]
-
-
 def collate(examples: list[Example], pad_token_id: int, padding_side: str = "left",
             pad_to_multiple_of: int | None = 8) -> dict[str, torch.Tensor]:
     """Pad to the longest example (rounded up to ``pad_to_multiple_of``): ``input_ids``

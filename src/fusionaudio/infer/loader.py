@@ -51,10 +51,9 @@ def prepare_gama(path, resampler: str = "sinc") -> Prepared:
     """Decode + resample + channel-reduce + mean-remove one file (the reference front end up to the
     fbank), the signal cut to what the first 1024 frames use."""
     from fusionaudio import audio as A
-    from fusionaudio.audio.decode import audio_info_dict
 
     mono, info = A.prepare_waveform(path, resampler=resampler)
-    return Prepared(mono[:FBANK_SAMPLES].contiguous(), audio_info_dict(info))
+    return Prepared(mono[:FBANK_SAMPLES].contiguous(), info.to_dict())
 
 
 def prepare_audsem(path, resampler: str = "sinc", sampling_rate: int = 16000) -> Prepared:

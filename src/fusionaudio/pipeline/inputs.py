@@ -8,9 +8,10 @@ becomes that clip's ``prepare`` error, so the other clips continue.
 
 from __future__ import annotations
 
+from fusionaudio.records import RecordError, read_records
+
 import csv
 import hashlib
-import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -49,16 +50,18 @@ def _rows(path: Path):
             for i, row in enumerate(reader, start=2):
                 yield f"{path}:{i}", {k: (v.strip() if isinstance(v, str) else v) for k, v in row.items()}
     elif path.suffix.lower() in (".jsonl", ".json"):
-        for i, line in enumerate(path.read_text().splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{i}: not valid JSON: {e}") from None
-            if not isinstance(row, dict):
-                raise InputError(f"{path}:{i}: each line must be a JSON object")
-            yield f"{path}:{i}", row
+        lines: list = []
+        try:
+            rows, bad = read_records(path, lines=lines)
+        except RecordError as exc:
+            raise InputError(str(exc)) from None
+        problems = [f"{path}:{b.line}: {b.reason}" for b in bad.values()]
+        problems += [f"{path}:{lines[i] or i + 1}: each line must be a JSON object" for i, row in enumerate(rows)
+                     if i not in bad and not isinstance(row, dict)]
+        if problems:
+            raise InputError(f"{path}: {len(problems)} bad line(s): " + "; ".join(problems[:20]))
+        for i, row in enumerate(rows):
+            yield f"{path}:{lines[i] or i + 1}", row
     else:
         raise InputError(f"{path}: the clip list must be .csv or .jsonl")
 

@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from fusionaudio.audio import AudioError, AudioInfo, waveform_to_fbank
+from fusionaudio.audio import AudioError, waveform_to_fbank
 from fusionaudio.audsem.config import GENERATION_DEFAULTS as AUDSEM_DEFAULTS
 from fusionaudio.gama.generation import GENERATION_DEFAULTS as GAMA_DEFAULTS
 from fusionaudio.gama.prompts import build_prompt
@@ -62,11 +62,6 @@ class Result:
     structured: dict | None = None
     batch_size: int = 1
     extra: dict = field(default_factory=dict)
-
-
-def info_dict(info: AudioInfo) -> dict:
-    return {"duration_s": round(info.duration_s, 3), "channels": info.channels, "sample_rate": info.sample_rate,
-            "truncated": info.truncated, "summary": info.summary()}
 
 
 def _cut_at_stop(text: str, stops: tuple[str, ...]) -> tuple[str, bool]:
@@ -164,7 +159,7 @@ class GamaBackend:
                 raise AudioError("audio gives non-finite features")
         prompt_tokens = len(self.tokenizer(self.prompt(question)).input_ids)
         prompt_tokens += self.num_audio_tokens if fbank is not None else 0
-        return Job(question, fbank, prompt_tokens, None if info is None else info_dict(info))
+        return Job(question, fbank, prompt_tokens, None if info is None else info.api_dict())
 
     def batch_key(self, job: Job):
         """Jobs with equal keys share one generate; ``None``: the job runs alone (seeded sampling)."""
