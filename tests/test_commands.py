@@ -94,3 +94,24 @@ def test_command_table_lists_every_command_and_refuses_unknown_ones():
     assert r.returncode == 0 and all(c in r.stdout for c in ("quick", "infer", "train", "serve", "evaluate"))
     r = subprocess.run([sys.executable, "-m", "fusionaudio.cli", "nope"], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.startswith("error: unknown command 'nope'")
+
+
+def _parsers():
+    from fusionaudio.cli import _export_parser
+    from fusionaudio.commands import dataclass_parser
+    from fusionaudio.evaluate import captioning, classification
+    from fusionaudio.infer.cli import build_merge_parser, build_parser
+    from fusionaudio.infer.quick import quick_inference_parser
+    from fusionaudio.serve.cli import demo_parser, serve_parser
+    from fusionaudio.train.args import TrainArgs
+
+    return {"quick": quick_inference_parser(), "infer": build_parser(), "infer merge": build_merge_parser(),
+            "train": dataclass_parser(TrainArgs, prog="t"), "serve": serve_parser(), "demo": demo_parser(),
+            "export": _export_parser(True), "captioning": function_parser(captioning.evaluate_captioning),
+            "classification": function_parser(classification.evaluate_classification)}
+
+
+def test_every_flag_has_help_text():
+    missing = [f"{name}: {'/'.join(a.option_strings)}" for name, parser in _parsers().items()
+               for a in parser._actions if a.option_strings and a.help != "==SUPPRESS==" and not (a.help or "").strip()]
+    assert not missing, missing

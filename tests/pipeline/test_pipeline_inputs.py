@@ -40,7 +40,7 @@ def test_bad_clip_lists_name_the_row(tmp_path, body, message):
 
 def test_bad_jsonl_line(tmp_path):
     (tmp_path / "c.jsonl").write_text('{"path": "a.wav"}\n{oops\n')
-    with pytest.raises(InputError, match=r"c.jsonl:2: not valid JSON"):
+    with pytest.raises(InputError, match=r"c.jsonl:2: invalid JSON on line 2"):
         read_clips(tmp_path / "c.jsonl")
 
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fusionaudio.benchmarks.builders import BUILDERS, BenchmarkError, build, write_records
+from fusionaudio.benchmarks.builders import BUILDERS, build, write_records
+from fusionaudio.commands import HelpFormatter, run_command
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fusionaudio.benchmarks", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m fusionaudio.benchmarks", description=__doc__,
+                                     formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the benchmarks and the metadata each one reads")
-    b = sub.add_parser("build", help="write evaluation records from a benchmark's metadata")
-    b.add_argument("name", choices=sorted(BUILDERS))
+    b = sub.add_parser("build", help="write evaluation records from a benchmark's metadata",
+                       formatter_class=HelpFormatter)
+    b.add_argument("name", choices=sorted(BUILDERS), help="the benchmark")
     b.add_argument("--root", required=True, help="the benchmark's folder, as downloaded")
     b.add_argument("--out", required=True, help="output .json (a list) or .jsonl")
     b.add_argument("--split", default=None, help="split where the benchmark has several (see list)")
@@ -28,14 +31,13 @@ def main(argv=None) -> int:
         return 0
     options = {k: v for k, v in (("split", args.split), ("instruction", args.instruction),
                                  ("audio_pattern", args.audio_pattern)) if v is not None}
-    try:
+
+    def run():
         records = build(args.name, args.root, relative=args.relative, **options)
         write_records(records, args.out)
-    except BenchmarkError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{args.name}: {len(records)} records -> {args.out}")
-    return 0
+        print(f"{args.name}: {len(records)} records -> {args.out}")
+
+    return run_command(run)
 
 
 if __name__ == "__main__":

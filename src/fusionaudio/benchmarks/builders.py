@@ -27,6 +27,8 @@ Layouts read (paths inside ``--root``):
 
 from __future__ import annotations
 
+from fusionaudio.errors import InputError
+
 import csv
 import json
 import os
@@ -42,7 +44,7 @@ LABEL_INSTRUCTION = "List the sound event labels of this audio clip."
 AIRBENCH_MCQ_HEAD = "Choose the most suitable answer from options to respond the question in next line."
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(InputError):
     """Bad or missing benchmark metadata; the message names the file and the problem."""
 
 

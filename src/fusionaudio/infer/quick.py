@@ -30,7 +30,8 @@ def quick_inference_parser() -> argparse.ArgumentParser:
     p.add_argument("--question", default="Please describe this audio in detail.", help="the question asked of every clip")
     p.add_argument("--device", default="cuda:0", help="cuda:N or cpu (falls back to cpu without CUDA)")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: float32 on CPU, bfloat16 on GPU)")
-    p.add_argument("--arch", default="auto", choices=["auto", "gama", "audsemthinker"])
+    p.add_argument("--arch", default="auto", choices=["auto", "gama", "audsemthinker"],
+                   help="model family; auto: from the base model's config")
     p.add_argument("--no_check_values", action="store_true",
                    help="skip the check that every loaded weight is finite and floating point (GAMA; for users who "
                         "know their checkpoint holds such values on purpose)")

@@ -12,30 +12,28 @@ import sys
 
 
 def _run(argv) -> int:
-    from fusionaudio.pipeline.config import ConfigError, load_config
-    from fusionaudio.pipeline.inputs import InputError
+    from fusionaudio.commands import HelpFormatter, run_command
+    from fusionaudio.pipeline.config import load_config
     from fusionaudio.pipeline.outputs import format_summary
-    from fusionaudio.pipeline.run import RestartMismatch, run_pipeline
-    from fusionaudio.pipeline.stages.base import StageError
+    from fusionaudio.pipeline.run import run_pipeline
 
     p = argparse.ArgumentParser(prog="python -m fusionaudio.pipeline", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--config", required=True, help="the pipeline YAML (see configs/pipeline/example.yaml)")
-    p.add_argument("--engine", choices=("local", "ray"), help="override the config's engine")
+    p.add_argument("--engine", choices=("local", "ray"), help="override the config's engine (default: the config's)")
     p.add_argument("--input", help="override the clip list (CSV/JSONL)")
     p.add_argument("--output_dir", help="override the output folder")
     p.add_argument("--tiny_models_dir", help="where 'tiny' models are built (default .cache/pipeline_tiny)")
     args = p.parse_args(argv)
-    try:
+
+    def run():
         cfg = load_config(args.config, {"engine": args.engine, "input": args.input, "output_dir": args.output_dir,
                                         "tiny_models_dir": args.tiny_models_dir})
         summary = run_pipeline(cfg)
-    except (ConfigError, InputError, RestartMismatch, FileNotFoundError, StageError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(format_summary(summary))
-    print(f"outputs in {cfg.output_dir}: records.jsonl, summary.json, stages/*.jsonl")
-    return 0
+        print(format_summary(summary))
+        print(f"outputs in {cfg.output_dir}: records.jsonl, summary.json, stages/*.jsonl")
+
+    return run_command(run)
 
 
 def main(argv=None) -> int:

@@ -7,6 +7,8 @@ are resolved against the folder the config file is in.
 
 from __future__ import annotations
 
+from fusionaudio.errors import InputError
+
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,7 @@ TOP_DEFAULTS = {"input": None, "output_dir": "runs/pipeline", "engine": "local",
 RAY_DEFAULTS = {"address": None, "num_cpus": None, "include_dashboard": False}
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """The config file is malformed; the message names the file, section and key."""
 
 

@@ -8,6 +8,8 @@ becomes that clip's ``prepare`` error, so the other clips continue.
 
 from __future__ import annotations
 
+from fusionaudio.errors import InputError as BaseInputError
+
 from fusionaudio.records import RecordError, read_records
 
 import csv
@@ -20,7 +22,7 @@ SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 COLUMNS = ("path", "id", "start", "end", "youtube_id")
 
 
-class InputError(ValueError):
+class InputError(BaseInputError):
     """The clip list is malformed; the message names the file and row."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fusionaudio.errors import InputError
+
 import json
 import logging
 
@@ -16,7 +18,7 @@ log = logging.getLogger("fusionaudio.pipeline")
 RESOURCE_KEYS = ("batch_size", "device", "num_gpus", "num_cpus", "concurrency", "max_workers", "timeout_s")
 
 
-class RestartMismatch(RuntimeError):
+class RestartMismatch(InputError):
     """A restart into an existing output folder with different stage settings."""
 
 

@@ -9,6 +9,8 @@ Every released key must match a rule, every model entry must be filled, shapes m
 
 from __future__ import annotations
 
+from fusionaudio.errors import CheckpointError
+
 import re
 
 import torch
@@ -42,7 +44,7 @@ KEY_RULES: list[tuple[str, str]] = [
 ]
 
 
-class CheckpointMismatch(ValueError):
+class CheckpointMismatch(CheckpointError):
     """The checkpoint does not fit the model: the message names every offending key."""
 
 

@@ -13,11 +13,12 @@ from fusionaudio.commands import HelpFormatter, run_command
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base_model", help="model directory (either family); default: the bundled demo model")
     p.add_argument("--model_path", help="fine-tuned checkpoint / LoRA adapter on top of --base_model")
-    p.add_argument("--arch", default="auto", choices=["auto", "gama", "audsemthinker"])
+    p.add_argument("--arch", default="auto", choices=["auto", "gama", "audsemthinker"],
+                   help="model family; auto: from the base model's config")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (falls back to cpu without CUDA)")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: float32 on CPU)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--max_audio_seconds", type=float, default=60.0)
+    p.add_argument("--max_audio_seconds", type=float, default=60.0, help="longest clip a request may send")
     p.add_argument("--max_tokens", type=int, default=1024, help="most new tokens a request may ask for")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice); "
                    "1 is much faster on a machine whose cores are busy with other work")
@@ -27,23 +28,23 @@ def serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fusionaudio serve", description="OpenAI-compatible audio chat API",
                                 formatter_class=HelpFormatter)
     _model_args(p)
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="port to listen on")
     p.add_argument("--model_name", default=None, help="the model id clients send (default: fusionaudio-demo, or "
                    "the --base_model folder name)")
     p.add_argument("--api_key", default=None, help="require 'Authorization: Bearer KEY'")
-    p.add_argument("--max_batch_size", type=int, default=8)
+    p.add_argument("--max_batch_size", type=int, default=8, help="most requests answered in one batch")
     p.add_argument("--max_wait_ms", type=float, default=50.0,
                    help="longest wait for requests still being decoded to join a batch")
     p.add_argument("--min_wait_ms", type=float, default=20.0,
                    help="shortest wait after a batch's first request (0: a lone request starts at once)")
-    p.add_argument("--max_body_mb", type=float, default=16.0)
+    p.add_argument("--max_body_mb", type=float, default=16.0, help="largest request body (MB)")
     return p
 
 
 def demo_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fusionaudio demo", description="Gradio web demo", formatter_class=HelpFormatter)
     _model_args(p)
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=int, default=7860, help="port to listen on")
     p.add_argument("--log_file", default="logs/demo_requests.jsonl", help="one JSON line per request")
     p.add_argument("--share", action="store_true", help="ask Gradio for a public link (needs internet)")
     return p
