@@ -61,8 +61,10 @@ def test_16k_fixture_matches_reference():
     reference = np.load(REF / "fbank_wave_16k.npy")
     assert fbank.shape == (1024, 128) and fbank.dtype == torch.float32
     max_diff, mean_diff = _diff(fbank, reference)
-    # 0.0 on the development machine; allow a few ulps for other BLAS/FFT builds
-    assert max_diff <= 1e-5 and mean_diff <= 1e-7, (max_diff, mean_diff)
+    # 0.0 where the reference was computed; MKL's FFT takes other code paths on other CPUs: on an AVX-512
+    # Xeon (torch 2.13.0+cpu) 747 of 131,072 values differ by > 1e-5, at most 2.5e-4 (a near-silent bin),
+    # mean 6.1e-7. A wrong window, mel matrix or normalisation moves the mean by > 1e-3.
+    assert max_diff <= 1e-3 and mean_diff <= 1e-6, (max_diff, mean_diff)
     assert (info.sample_rate, info.channels, info.num_frames, info.truncated) == (16000, 1, 998, False)
     assert info.duration_s == pytest.approx(10.0)
 

@@ -366,7 +366,7 @@ def test_jsonl_records_and_absolute_audio_paths(ckpts):
     assert records[1].user_text() == "What is making the sound?"
     bad = ckpts["root"] / "bad.jsonl"
     bad.write_text(json.dumps(rows[0]) + "\n{oops\n")
-    with pytest.raises(RecordError, match="line 2: invalid JSON"):
+    with pytest.raises(RecordError, match="invalid JSON on line 2"):
         load_records(bad)
 
 

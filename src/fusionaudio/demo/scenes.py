@@ -359,11 +359,14 @@ def write_demo(out_dir: str | Path = "data/example") -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m fusionaudio.demo.scenes", description=__doc__.split("\n\n")[0])
-    p.add_argument("--out_dir", required=True)
-    p.add_argument("--n_train", type=int, default=400)
-    p.add_argument("--n_test", type=int, default=100)
-    p.add_argument("--seed", type=int, default=0)
+    from fusionaudio.commands import HelpFormatter
+
+    p = argparse.ArgumentParser(prog="python -m fusionaudio.demo.scenes", description=__doc__.split("\n\n")[0],
+                                formatter_class=HelpFormatter)
+    p.add_argument("--out_dir", required=True, help="where the clips and the train/test JSONs go")
+    p.add_argument("--n_train", type=int, default=400, help="training scenes")
+    p.add_argument("--n_test", type=int, default=100, help="held-out scenes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the scenes and their texts")
     p.add_argument("--n_qa", type=int, default=4, help="QA records per clip (besides the caption)")
     p.add_argument("--demo", action="store_true", help="write the bundled demo clip + example JSONs instead")
     a = p.parse_args(argv)
