@@ -9,7 +9,7 @@ does not load torch).
 
 import sys
 
-__all__ = ["FusionAudioInference"]
+__all__ = ["FusionAudioInference"]  # noqa: F822 - provided by __getattr__ below
 
 
 def __getattr__(name):
