@@ -130,3 +130,19 @@ def test_predict_batch_streams_the_clips(engine, audio_files, monkeypatch):
     out = engine.predict_batch(paths, "Describe.", batch_size=2, do_sample=False, max_new_tokens=3)
     assert sizes == [2, 2, 1] and len(out) == 5
     assert out[0] == out[3]  # the same clip and question, in different batches
+
+
+def test_row_limits_are_checked_per_request(engine, monkeypatch):
+    """A batch whose rows stop at their own lengths (the server's watcher) is checked row by row: a long
+    prompt with a small limit may share a batch with a short prompt with a large one."""
+    from fusionaudio.gama.inference import Request
+
+    long_q, short_q = "word " * 60, "hi"
+    n_long = len(engine.tokenizer(build_prompt(long_q, None)).input_ids)
+    room = 6  # new tokens the long prompt has left
+    monkeypatch.setattr(engine, "max_positions", lambda: n_long + room)
+    requests = [Request(long_q), Request(short_q)]
+    with pytest.raises(ValueError, match="prompt too long"):
+        engine.generate(requests, do_sample=False, max_new_tokens=room + 1)
+    out = engine.generate(requests, do_sample=False, max_new_tokens=room + 1, row_max_new_tokens=[room, room + 1])
+    assert len(out) == 2

@@ -132,11 +132,12 @@ class FusionAudioInference:
 
     @torch.no_grad()
     def generate(self, requests: list[Request], batch_size: int = 8, seed: int | None = None,
-                 stopping_criteria=None, **gen) -> list[str]:
+                 stopping_criteria=None, row_max_new_tokens: list[int] | None = None, **gen) -> list[str]:
         """The generation core every driver calls: answer prepared requests, batched; results come back in
         request order. ``stopping_criteria`` (a transformers ``StoppingCriteria``, e.g. the server's per-row
-        watcher) sees every batch; it needs the requests in one batch of one kind (all with or all without
-        audio)."""
+        watcher that stops each row at its own length) sees every batch; it needs the requests in one batch of
+        one kind (all with or all without audio). ``row_max_new_tokens``: each request's own new-token limit
+        (what that watcher enforces), checked against the model's positions instead of ``max_new_tokens``."""
         config = self.generation_config(**gen)
         if seed is not None:
             torch.manual_seed(seed)
@@ -146,21 +147,22 @@ class FusionAudioInference:
             idx = [i for i, r in enumerate(requests) if (r.fbank is not None) == with_audio]
             for start in range(0, len(idx), batch_size):
                 chunk = idx[start:start + batch_size]
+                limits = None if row_max_new_tokens is None else [row_max_new_tokens[i] for i in chunk]
                 for i, text in zip(chunk, self._generate_chunk([requests[i] for i in chunk], config,
-                                                                  stopping_criteria)):
+                                                                  stopping_criteria, limits)):
                     answers[i] = text
         return answers  # type: ignore[return-value]
 
-    def _generate_chunk(self, chunk: list[Request], config, stopping_criteria=None) -> list[str]:
+    def _generate_chunk(self, chunk: list[Request], config, stopping_criteria=None, limits=None) -> list[str]:
         prompts = [build_prompt(r.question, r.input, template=self.template) for r in chunk]
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True)
         limit = self.max_positions()
         if limit:
             n_audio = self.model.num_audio_tokens if chunk[0].fbank is not None else 0
             lengths = enc.attention_mask.sum(1).tolist()
-            for r, n in zip(chunk, lengths):
-                if n + n_audio + config.max_new_tokens > limit:
-                    raise ValueError(self.check_length(r, config.max_new_tokens) + f" (question {r.question[:60]!r})")
+            for r, n, m in zip(chunk, lengths, limits or [config.max_new_tokens] * len(chunk)):
+                if n + n_audio + m > limit:
+                    raise ValueError(self.check_length(r, m) + f" (question {r.question[:60]!r})")
         audio = torch.stack([r.fbank for r in chunk]) if chunk[0].fbank is not None else None
         extra = {}
         if config.repetition_penalty not in (None, 1.0):

@@ -180,7 +180,8 @@ class GamaBackend:
         watcher = BatchWatcher(jobs, self.tokenizer, self.tokenizer.eos_token_id)
         seed = s.seed if s.do_sample else None
         self.engine.generate([Request(j.question, j.features) for j in jobs], batch_size=len(jobs), seed=seed,
-                             stopping_criteria=watcher, **gen)
+                             stopping_criteria=watcher, row_max_new_tokens=[j.settings.max_tokens for j in jobs],
+                             **gen)
         return watcher.results()
 
 
