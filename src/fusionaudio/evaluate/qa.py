@@ -5,7 +5,9 @@
   letter) becomes a letter. Free-form answers are aligned to a letter by rules first
   (``"B"``, ``"(B)"``, ``"B."``, ``"The answer is B"``, or exactly an option's text); only the
   rest go to the LLM judge. Accuracy overall, per ``task`` and per ``dataset``.
-  ``--judge_all``: every answer goes to the judge as FusionAudio's AIR-Bench scripts do.
+  ``--judge_all``: every answer goes to the judge as FusionAudio's AIR-Bench scripts do;
+  ``--answer_lookup audio_id``: every question against the last answer on its audio file, as their
+  ``foundation_score.py`` looks answers up.
 * ``graded`` (AudioBench rubric 0-5, ``judge_score`` x20, ``success_rate``) and ``chat``
   (AIR-Bench chat, two 1-10 scores): see :mod:`.qa_judged`; ``--references FILE`` joins a
   separate references file on audio_id + instruction.
