@@ -11,6 +11,8 @@
 # Scoring only:
 #   PREDICTIONS=preds.json VOCAB=ESC50 bash scripts/eval/eval_cls.sh
 # VOCAB: a packaged vocabulary (ESC50, FSD50K, FSDnoisy18k, TAU_Urban, UrbanSound8K) or a CSV path.
+# PRED_FORMAT: caption (default, as the original's published caption task: the whole answer is embedded),
+# labels (every answer split as the original's cla task) or auto (only answers starting "Label:"/"Labels:").
 # EMBEDDER: minilm (offline default; "not comparable with published numbers"), text-embedding-3-large
 # (OpenAI API, key in $EMBED_API_KEY_ENV) or bert-large-uncased (EMBED_MODEL=<local dir>).
 # Extra arguments go to the scorer (python -m fusionaudio.evaluate.classification).
@@ -28,7 +30,7 @@ EMBED_MODEL=${EMBED_MODEL:-}      # local model directory (minilm: default packa
 EMBED_BASE_URL=${EMBED_BASE_URL:-}            # text-embedding-3-large: default https://api.openai.com/v1
 EMBED_API_KEY_ENV=${EMBED_API_KEY_ENV:-OPENAI_API_KEY}
 AGGREGATION=${AGGREGATION:-accu}  # accu (the original's) | max
-PRED_FORMAT=${PRED_FORMAT:-auto}  # caption | labels | auto
+PRED_FORMAT=${PRED_FORMAT:-caption}  # caption (the original: the whole answer) | labels | auto ("Label(s):" split)
 PRED_KEY=${PRED_KEY:-prediction}
 REF_KEY=${REF_KEY:-output}
 # the original's inference settings

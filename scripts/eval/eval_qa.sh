@@ -6,6 +6,9 @@
 # 1 token); chat / graded with the judge prompt of the original scripts in JUDGE_PROMPT (see
 # docs/evaluation.md; our default prompts are not comparable with published scores) and, for the
 # two-file layout, REFERENCES=<references.json> with PRED_KEY=output. The original judge is gpt-4.1-mini.
+# ANSWER_LOOKUP=audio_id (mcq): score every question against the answer of the LAST question on the same
+# audio file, as the original foundation_score.py looks answers up by audio file alone (the published
+# AIR-Bench foundation numbers came from that lookup); the default, question, uses each question's own answer.
 # Usage: MODE=graded INPUT=preds.json JUDGE_BASE_URL=https://api.openai.com/v1 JUDGE_MODEL=gpt-4.1-mini \
 #        bash scripts/eval/eval_qa.sh
 set -euo pipefail
@@ -21,6 +24,7 @@ JUDGE_WORKERS=${JUDGE_WORKERS:-8}
 JUDGE_CACHE_DIR=${JUDGE_CACHE_DIR:-}          # default: $FUSIONAUDIO_CACHE or ~/.cache/fusionaudio
 JUDGE_PROMPT=${JUDGE_PROMPT:-}    # template file with named fields (default: ours)
 JUDGE_ALL=${JUDGE_ALL:-0}         # mcq: 1 = every answer to the judge, as the original
+ANSWER_LOOKUP=${ANSWER_LOOKUP:-}  # mcq: question (default) | audio_id (the original foundation_score.py's lookup)
 REFERENCES=${REFERENCES:-}        # graded/chat: separate references file joined on audio_id + instruction
 PRED_KEY=${PRED_KEY:-prediction}
 REF_KEY=${REF_KEY:-output}
@@ -36,5 +40,9 @@ args=("$MODE" --input "$INPUT" --pred_key "$PRED_KEY" --ref_key "$REF_KEY"
 [[ -n "$JUDGE_PROMPT" ]] && args+=(--judge_prompt "$JUDGE_PROMPT")
 [[ "$JUDGE_ALL" == 1 ]] && args+=(--judge_all)
 [[ -n "$REFERENCES" ]] && args+=(--references "$REFERENCES")
+if [[ -n "$ANSWER_LOOKUP" ]]; then
+  if [[ "$MODE" != mcq ]]; then echo "eval_qa.sh: ANSWER_LOOKUP applies to MODE=mcq only" >&2; exit 2; fi
+  args+=(--answer_lookup "$ANSWER_LOOKUP")
+fi
 
 exec "$PYTHON" -m fusionaudio.evaluate.qa "${args[@]}" "$@"

@@ -55,8 +55,9 @@ def test_label_and_prediction_parsing():
     assert cls.parse_labels("Labels: Electric guitar; Guitar; Music") == ["Electric guitar", "Guitar", "Music"]
     assert cls.parse_labels(["a", "b"]) == ["a", "b"]
     assert cls.parse_labels("dog, cat", sep=",") == ["dog", "cat"]
-    assert cls.prediction_items("Labels: Dog; Bark") == ["Dog", "Bark"]
-    assert cls.prediction_items("A dog barks; then silence.") == ["A dog barks; then silence."]
+    assert cls.prediction_items("Labels: Dog; Bark") == ["Labels: Dog; Bark"]  # default: the whole answer
+    assert cls.prediction_items("Labels: Dog; Bark", pred_format="auto") == ["Dog", "Bark"]
+    assert cls.prediction_items("A dog barks; then silence.", pred_format="auto") == ["A dog barks; then silence."]
     assert cls.prediction_items("dog; bark", pred_format="labels") == ["dog", "bark"]
 
 
@@ -108,7 +109,7 @@ def test_multilabel_from_data_and_label_lists(tmp_path):
         {"audio_id": "2", "output": "Labels: siren", "prediction": "Labels: siren"},
         {"audio_id": "3", "output": ["rain"], "prediction": "rain falling"},
     ]
-    res = cls.evaluate_classification(write(tmp_path / "p.json", recs), str(tmp_path / "o.json"),
+    res = cls.evaluate_classification(write(tmp_path / "p.json", recs), str(tmp_path / "o.json"), pred_format="auto",
                                       embedder=CachedEmbedder(KeywordBackend(), use_cache=False))
     assert res["meta"]["multilabel"] is True and res["meta"]["n_classes"] == 3
     assert res["metrics"]["mAP"] == pytest.approx(1.0) and res["metrics"]["top1_hit"] == 1.0

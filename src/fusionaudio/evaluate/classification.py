@@ -3,11 +3,13 @@
 Each prediction is embedded as ``"sound of " + prediction.lower()`` and each label as
 ``"sound of " + label.lower()`` with the vocabulary's name kept as it is (``car_horn`` keeps its
 underscore, as the reference does; ``keep_underscores=False`` turns ``_`` into spaces); labels are
-scored by cosine similarity. A prediction written as a label list (``"Labels: A; B"``) is split
-as the reference splits it for its ``cla`` task (after the last ``": "``, on ``"; "``) and the
-similarities of its items are combined by ``aggregation``: ``accu`` sums them (the reference's
-default), ``max`` keeps the largest, starting from 0 as the reference does (negative similarities
-never count).
+scored by cosine similarity, each distinct text once, in float64 and in the reference's order of
+operations (:func:`score_records`). As the reference's ``caption`` task (its published setting), the
+whole answer is embedded (``pred_format="caption"``, the default). ``pred_format="labels"`` splits
+every answer as the reference's ``cla`` task does (after the last ``": "``, on ``"; "``), ``"auto"``
+only answers that start with ``"Label:"``/``"Labels:"``; the similarities of the items are combined by
+``aggregation``: ``accu`` sums them (the reference's default), ``max`` keeps the largest, starting from
+0 as the reference does (negative similarities never count).
 
 Beside our metrics, the report carries the published ones (``published_mAP``, ``published_mAUC``,
 ``published_acc``; see :mod:`.cls_stats` for how classes without positives count) and the
@@ -36,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from fusionaudio.evaluate.cls_stats import reference_stats, write_reference_files
-from fusionaudio.evaluate.embeddings import CachedEmbedder, cosine_matrix, make_backend, named_embedder
+from fusionaudio.evaluate.embeddings import CachedEmbedder, make_backend, named_embedder, reference_cosine
 from fusionaudio.evaluate.records import (
     DEFAULT_PRED_KEY,
     DEFAULT_REF_KEY,
@@ -113,7 +115,7 @@ def parse_labels(value, sep: str = ";") -> list[str]:
     return [s.strip() for s in items if s.strip()]
 
 
-def prediction_items(pred: str, pred_format: str = "auto", sep: str = ";") -> list[str]:
+def prediction_items(pred: str, pred_format: str = "caption", sep: str = ";") -> list[str]:
     """Texts to embed for one prediction: the whole caption, or the items of a label list."""
     if pred_format not in ("auto", "caption", "labels"):
         raise ValueError(f"pred_format must be auto, caption or labels, not {pred_format!r}")
@@ -227,18 +229,23 @@ def label_text(label: str, keep_underscores: bool = True) -> str:
 
 def score_records(pred_items: list[list[str]], labels: list[str], embedder, keep_underscores=True,
                   aggregation: str = "accu") -> np.ndarray:
-    """Score matrix (n, C) of each record's items against each label: ``accu`` sums the cosine
-    similarities, ``max`` takes ``max(0, similarities...)`` (the reference starts its maximum at 0)."""
+    """Score matrix (n, C) of each record's items against each label, as the published scripts score it:
+    each distinct text is embedded and compared once (:func:`.embeddings.reference_cosine`, float64 in the
+    original's order), so duplicate answers score exactly alike; ``accu`` adds the item similarities to
+    0.0 in item order, ``max`` keeps ``max(score, similarity)`` starting from 0 (negative similarities
+    never count), as the original does."""
     if aggregation not in ("accu", "max"):
         raise ValueError(f"aggregation must be 'accu' or 'max', not {aggregation!r}")
     label_vecs = embedder.embed([label_text(lab, keep_underscores) for lab in labels])
-    flat = [PREFIX + item.lower() for items in pred_items for item in items]
-    sims = cosine_matrix(embedder.embed(flat), label_vecs)
-    scores, row = np.zeros((len(pred_items), len(labels))), 0
-    for i, items in enumerate(pred_items):
-        block = sims[row : row + len(items)]
-        scores[i] = block.sum(axis=0) if aggregation == "accu" else np.maximum(block.max(axis=0), 0.0)
-        row += len(items)
+    texts = [[PREFIX + item.lower() for item in items] for items in pred_items]
+    distinct = list(dict.fromkeys(t for row in texts for t in row))
+    row_of = {t: r for r, t in enumerate(distinct)}
+    sims = reference_cosine(embedder.embed(distinct), label_vecs) if distinct else np.zeros((0, len(labels)))
+    scores = np.zeros((len(pred_items), len(labels)))
+    for i, row in enumerate(texts):
+        for text in row:
+            sim = sims[row_of[text]]
+            scores[i] = scores[i] + sim if aggregation == "accu" else np.where(sim > scores[i], sim, scores[i])
     return scores
 
 
@@ -249,7 +256,7 @@ def evaluate_classification(
     pred_key: str = DEFAULT_PRED_KEY,
     ref_key: str = DEFAULT_REF_KEY,
     label_sep: str = ";",
-    pred_format: str = "auto",
+    pred_format: str = "caption",
     multilabel: str | bool = "auto",
     keep_underscores: bool = True,
     aggregation: str = "accu",
@@ -270,7 +277,8 @@ def evaluate_classification(
 
     ``vocabulary``: CSV ``index,name`` (e.g. ``data/eval/vocabulary/ESC50.csv``); without it the
     label set is every label found in the ground truth. ``multilabel``: ``auto`` (any record with
-    several labels), ``True`` or ``False``. ``embedder``: a name from
+    several labels), ``True`` or ``False``. ``pred_format``: ``caption`` (the whole answer, the
+    reference's published setting), ``labels`` or ``auto`` (see the module docstring). ``embedder``: a name from
     ``minilm`` / ``text-embedding-3-large`` / ``bert-large-uncased`` (``embed_model`` = its local
     directory for minilm/bert; ``embed_base_url`` overrides the OpenAI URL), or an object with
     ``embed(texts)``; without it, ``backend``: ``st`` (``embed_model`` = local sentence-transformers

@@ -163,11 +163,37 @@ def make_backend(
     raise ValueError(f"unknown embedding backend {kind!r}; choose st, bert or openai")
 
 
-def cosine_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Cosine similarity between rows of ``a`` (n, d) and rows of ``b`` (m, d)."""
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    return a @ b.T
+def reference_cosine(texts: np.ndarray, labels: np.ndarray, block: int = 256) -> np.ndarray:
+    """Cosine similarity (n, C) of each row of ``texts`` (n, d) with each row of ``labels`` (C, d), computed
+    as the published scripts compute it (``cosine_similarity`` of FusionAudio's ``eval_Cls.py`` and LTU's
+    ``eval_fsd50k.py``): in float64, the dot product and each squared norm summed dimension by dimension,
+    left to right (Python's ``sum`` before 3.12; both originals name Python 3.10), then
+    ``dot / (sqrt(|text|^2) * sqrt(|label|^2))`` with no normalising first. Embeddings that are float32
+    values (OpenAI's base64 reply, as openai 0.28 decodes it, or BERT) give the original's numbers bit for
+    bit; mathematically tied classes stay tied or split exactly as there."""
+    a, b = np.asarray(texts, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1]:
+        raise ValueError(f"embeddings of shapes {a.shape} and {b.shape} cannot be compared")
+    b_cols = np.asfortranarray(b)
+    b_norm = np.sqrt(_sequential_sum(b_cols, b_cols))
+    out = np.empty((a.shape[0], b.shape[0]))
+    for start in range(0, a.shape[0], block):
+        a_cols = np.asfortranarray(a[start : start + block])
+        dot = np.zeros((a_cols.shape[0], b.shape[0]))
+        term = np.empty_like(dot)
+        for k in range(a.shape[1]):
+            np.multiply.outer(a_cols[:, k], b_cols[:, k], out=term)
+            dot += term
+        out[start : start + block] = dot / np.multiply.outer(np.sqrt(_sequential_sum(a_cols, a_cols)), b_norm)
+    return out
+
+
+def _sequential_sum(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Row-wise sum of ``x * y`` over the columns, added left to right (no pairwise summation)."""
+    total = np.zeros(x.shape[0])
+    for k in range(x.shape[1]):
+        total += x[:, k] * y[:, k]
+    return total
 
 
 # Embedders named as the published evaluations used them. FusionAudio's eval_Cls.py embeds with OpenAI

@@ -5,7 +5,9 @@
   letter) becomes a letter. Free-form answers are aligned to a letter by rules first
   (``"B"``, ``"(B)"``, ``"B."``, ``"The answer is B"``, or exactly an option's text); only the
   rest go to the LLM judge. Accuracy overall, per ``task`` and per ``dataset``.
-  ``--judge_all``: every answer goes to the judge as FusionAudio's AIR-Bench scripts do.
+  ``--judge_all``: every answer goes to the judge as FusionAudio's AIR-Bench scripts do;
+  ``--answer_lookup audio_id``: every question against the last answer on its audio file, as their
+  ``foundation_score.py`` looks answers up.
 * ``graded`` (AudioBench rubric 0-5, ``judge_score`` x20, ``success_rate``) and ``chat``
   (AIR-Bench chat, two 1-10 scores): see :mod:`.qa_judged`; ``--references FILE`` joins a
   separate references file on audio_id + instruction.
@@ -158,7 +160,8 @@ def _mcq_options(rec: dict, i: int, input, ref_key: str, options_key: str):
 def evaluate_mcq(input: str, output: str | None = None, pred_key: str = DEFAULT_PRED_KEY,
                  ref_key: str = DEFAULT_REF_KEY, options_key: str = "options",
                  client: OpenAICompatClient | None = None, skip_bad_options: bool = False,
-                 structured: bool = False, judge_all: bool = False, judge_prompt: str | None = None) -> dict:
+                 structured: bool = False, judge_all: bool = False, judge_prompt: str | None = None,
+                 answer_lookup: str = "question") -> dict:
     """Multiple-choice accuracy; without ``client`` unresolved answers count as wrong (and are counted).
 
     A record whose options cannot be parsed or do not contain its ground truth is an error, or,
@@ -168,27 +171,37 @@ def evaluate_mcq(input: str, output: str | None = None, pred_key: str = DEFAULT_
     goes to the judge (temperature 0, 1 output token) with the question and options of
     :func:`original_judge_view`, and an answer is right when the reply is exactly the ground-truth
     letter. Records whose prediction is null are left out (the original drops them) and counted.
+
+    ``answer_lookup``: ``question`` (default) scores each question against its own answer; ``audio_id``
+    against the answer of the last record on the same audio file, as FusionAudio's
+    ``foundation_score.py`` looks the answer up by audio file alone (see :func:`lookup_by_audio_id`).
     """
+    if answer_lookup not in ("question", "audio_id"):
+        raise EvalInputError(f"answer_lookup must be 'question' or 'audio_id', not {answer_lookup!r}")
     if judge_all and client is None:
         raise EvalInputError("judge_all needs a judge (--judge_base_url and --judge_model)")
     prompt = load_prompt("mcq", judge_prompt) if client is not None else None
     records, structured_metrics = load_predictions(input, pred_key, structured)
-    items, skipped = [], []
+    items, skipped, file_answer = [], [], {}
     for i, rec in enumerate(records):
+        audio_id = str(get_field(rec, "audio_id", input, i, types=())) if answer_lookup == "audio_id" else None
         try:
             question, options, gt = _mcq_options(rec, i, input, ref_key, options_key)
         except EvalInputError as e:
             if not skip_bad_options:
                 raise
             skipped.append({"index": i, "error": str(e)})
+            file_answer[audio_id] = (i, None)
             continue
+        file_answer[audio_id] = (i, gt)
         pred = get_prediction(rec, pred_key, input, i)
         if judge_all and rec.get(pred_key) is None:
             skipped.append({"index": i, "error": "null prediction (left out, as the original does)"})
             continue
         items.append({"index": i, "question": question, "options": options, "gt": gt, "prediction": pred,
                       "choice": rule_match(pred, options), "how": "rule", "task": rec.get("task"),
-                      "dataset": rec.get("dataset")})
+                      "dataset": rec.get("dataset"), "audio_id": audio_id})
+    lookup_metrics = lookup_by_audio_id(items, skipped, file_answer) if answer_lookup == "audio_id" else {}
     if not items:
         raise EvalInputError(f"{input}: no record with usable options")
     if judge_all:
@@ -209,14 +222,46 @@ def evaluate_mcq(input: str, output: str | None = None, pred_key: str = DEFAULT_
                "n_rule_matched": sum(it["how"] == "rule" for it in items),
                "n_llm_aligned": sum(it["how"] == "llm" and it["choice"] is not None for it in items),
                "n_unresolved": sum(it["how"] == "unresolved" for it in items),
-               "n_skipped_bad_options": sum("null prediction" not in s["error"] for s in skipped),
+               "n_skipped_bad_options": sum("null prediction" not in s["error"] and not s["error"].startswith(
+                   LOOKUP_SKIP) for s in skipped),
                "n_skipped_null_predictions": sum("null prediction" in s["error"] for s in skipped),
-               "by_task": breakdown(items, "task"), "by_dataset": breakdown(items, "dataset")}
+               **lookup_metrics, "by_task": breakdown(items, "task"), "by_dataset": breakdown(items, "dataset")}
     for it in items:
         del it["question"], it["options"]
-    meta_ = meta(input, records, pred_key, ref_key, client, prompt) | {"judge_all": judge_all}
+        if it["audio_id"] is None:
+            del it["audio_id"]
+    meta_ = meta(input, records, pred_key, ref_key, client, prompt) | {"judge_all": judge_all,
+                                                                       "answer_lookup": answer_lookup}
     metrics.update(structured_metrics)
     return finish("qa_mcq", metrics, meta_, items + skipped, input, output, ".mcq.json")
+
+
+LOOKUP_SKIP = "answer lookup by audio_id"
+
+
+def lookup_by_audio_id(items: list[dict], skipped: list[dict], file_answer: dict) -> dict:
+    """Score every question against ``file_answer[audio_id]`` = ``(index, letter)`` of the last record on its
+    audio file (FusionAudio's ``foundation_score.py`` keys its answers by audio file alone, so a later
+    question on a file overwrites the earlier ones). A question whose file's last record has no usable
+    answer is left out, as the original leaves out a question without a ground-truth letter. Changes
+    ``items`` in place (``gt`` becomes the looked-up letter, ``own_gt`` keeps the question's own where
+    they differ); returns the counts the report states."""
+    kept, n_other, n_changed = [], 0, 0
+    for it in items:
+        last, gt = file_answer[it["audio_id"]]
+        if gt is None:
+            skipped.append({"index": it["index"], "error": f"{LOOKUP_SKIP}: the last question on this file "
+                            f"(record {last}) has no usable answer (left out, as the original does)"})
+            continue
+        n_other += last != it["index"]
+        if gt != it["gt"]:
+            it["own_gt"], it["gt"] = it["gt"], gt
+            n_changed += 1
+        kept.append(it)
+    n_left_out = len(items) - len(kept)
+    items[:] = kept
+    return {"n_lookup_other_question": n_other, "n_lookup_changed_answer": n_changed,
+            "n_skipped_lookup_no_answer": n_left_out}
 
 
 def _judge_every_answer(items, client, prompt) -> None:
@@ -302,11 +347,16 @@ class QACommands:
         return client_from_args(**self._judge)
 
     def mcq(self, input, output=None, pred_key=DEFAULT_PRED_KEY, ref_key=DEFAULT_REF_KEY, options_key="options",
-            skip_bad_options=False, structured=False, judge_all=False):
+            skip_bad_options=False, structured=False, judge_all=False, answer_lookup="question"):
         """Multiple-choice accuracy (rules first, the judge for the rest; ``--judge_all``: every answer to the
-        judge at temperature 0 with 1 output token, as the original AIR-Bench foundation scripts)."""
+        judge at temperature 0 with 1 output token, as the original AIR-Bench foundation scripts).
+
+        Args:
+            answer_lookup: ``question`` (each question against its own answer) or ``audio_id`` (against the
+                answer of the last question on the same audio file, as the original foundation_score.py).
+        """
         return _summary(evaluate_mcq(input, output, pred_key, ref_key, options_key, self._client(judge_all),
-                                     skip_bad_options, structured, judge_all, self._prompt))
+                                     skip_bad_options, structured, judge_all, self._prompt, answer_lookup))
 
     def graded(self, input, output=None, pred_key=DEFAULT_PRED_KEY, ref_key=DEFAULT_REF_KEY, structured=False,
                references=None):
