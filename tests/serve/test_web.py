@@ -63,7 +63,7 @@ def test_handler_answers_logs_and_reports_bad_audio(demo_app, tmp_path):
 # ------------------------------------------------------------------------------ real browser
 def _browser_or_skip():
     if not Path(CHROMIUM).is_file() or shutil.which(CHROMIUM) is None:
-        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+        pytest.skip(f"{CHROMIUM} is not installed: apt-get install chromium (as root; .ci/run does it)")
     return pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
 
 
@@ -75,8 +75,8 @@ def demo_url(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(demo_url):
-    sync_api = _browser_or_skip()
+def page():
+    sync_api = _browser_or_skip()  # before the server starts: without chromium nothing is started
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
