@@ -119,8 +119,9 @@ def run_ray(cfg: PipelineConfig, clips: list[Clip], store: ResultStore) -> dict[
         opts = {"num_cpus": float(s["num_cpus"])}
         if s["num_gpus"]:
             opts["num_gpus"] = float(s["num_gpus"])
+        pool = ray.data.ActorPoolStrategy(size=int(s["concurrency"]))  # (``concurrency=`` is deprecated in Ray)
         ds = ds.map_batches(StageActor, fn_constructor_args=(name, cfg.to_dict()), batch_size=int(s["batch_size"]),
-                            concurrency=int(s["concurrency"]), batch_format="numpy", **opts)
+                            compute=pool, batch_format="numpy", **opts)
     n = sum(len(b["clip"]) for b in ds.iter_batches(batch_size=None, batch_format="numpy"))
     if n != len(clips):
         raise RuntimeError(f"ray engine: {n} of {len(clips)} clips came back")
