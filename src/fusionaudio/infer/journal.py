@@ -272,14 +272,13 @@ def check_settings(work_dir: Path, settings: dict) -> None:
         except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise InferError(f"{path}: unreadable ({exc}); delete it if the shard files there belong to this run")
         differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        if differ and not read_all_shards(work_dir):
-            log.info("%s: no record was finished with the earlier settings; recording the new ones", path)
-        elif differ:
+        if not differ:
+            return
+        if read_all_shards(work_dir):
             detail = "; ".join(f"{k}: was {old.get(k)!r}, now {settings.get(k)!r}" for k in differ)
             raise InferError(f"{work_dir} holds results made with other settings ({detail}). Use the same settings, "
                              "another --work_dir, or delete that folder to start over")
-        else:
-            return
+        log.info("%s: no record was finished with the earlier settings; recording the new ones", path)
     write_atomic(path, json.dumps({"settings": settings}, indent=2) + "\n")
 
 

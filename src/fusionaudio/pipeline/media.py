@@ -53,8 +53,6 @@ def find_tool(name: str) -> str:
     return exe
 
 
-
-
 def _run(cmd: list[str], what: str, timeout: float) -> str:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
