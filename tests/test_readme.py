@@ -3,6 +3,7 @@ commands that ``make readme-check`` (and CI) runs as written, and the shell wrap
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -57,3 +58,27 @@ def test_shell_wrappers_find_the_project_venv(tmp_path):
                           cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "called").read_text().startswith("venv python -m fusionaudio.evaluate.captioning")
+
+
+def _run_script(*args, timeout=600):
+    return subprocess.run([sys.executable, *map(str, args)], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def test_synth_suite_without_a_split_says_how_to_make_one(tmp_path):
+    proc = _run_script(REPO / "scripts" / "eval" / "synth_suite.py", "--data_dir", tmp_path / "nothing_yet",
+                       "--out_dir", tmp_path / "suite")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    line = proc.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "python -m fusionaudio.demo.scenes --out_dir" in line
+    assert not (tmp_path / "suite").exists()
+
+
+def test_demo_helper_evaluate_needs_no_base_model(tmp_path):
+    from fusionaudio.demo.scenes import generate
+
+    generate(tmp_path / "fresh", n_train=0, n_test=2, seed=1, n_qa=1)
+    proc = _run_script(REPO / "scripts" / "train" / "demo_helper.py", "evaluate", "--data_dir", tmp_path / "fresh",
+                       "--limit", "4", "--output", tmp_path / "m.json")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads((tmp_path / "m.json").read_text())["metrics"]
+    assert metrics["clips"] == 2 and 0.0 <= metrics["attribute_accuracy"]["overall"] <= 1.0
