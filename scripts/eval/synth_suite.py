@@ -95,8 +95,7 @@ def suite(args) -> None:
             "--judge_model", args.judge_model)
         reports.append(out / "qa.graded.json")
     run("-m", "fusionaudio.evaluate.report", "gather", *reports, "--output", out / "summary.md")
-    print((out / "summary.md").read_text())
-    print(f"wrote {out}: predictions.json, the evaluators' reports, summary.md")
+    print(f"wrote {out}: predictions.json, the evaluators' reports, summary.md (the table above)")
 
 
 if __name__ == "__main__":
