@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fusionaudio.evaluate.cls_stats import published_note, reference_stats, write_reference_files
+from fusionaudio.evaluate.cls_stats import reference_stats, write_reference_files
 from fusionaudio.evaluate.embeddings import CachedEmbedder, cosine_matrix, make_backend, named_embedder
 from fusionaudio.evaluate.records import (
     DEFAULT_PRED_KEY,
@@ -49,6 +49,7 @@ from fusionaudio.evaluate.records import (
     normalize_text,
 )
 from fusionaudio.evaluate.report import default_output, make_result, write_report
+from fusionaudio.evaluate.cls_stats import published_note
 
 PREFIX = "sound of "
 _LABELS_PREFIX = re.compile(r"^\s*labels?\s*:\s*", re.IGNORECASE)
