@@ -8,7 +8,7 @@ VENV_FLAGS  ?=
 PY          := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 
-.PHONY: demo test venv clean serve web
+.PHONY: demo test venv clean serve web readme-check
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV_FLAGS) $(VENV)
@@ -30,6 +30,9 @@ web: $(STAMP)     # Gradio demo on 127.0.0.1:7860; WEB_ARGS="--base_model DIR ..
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
+
+readme-check: $(STAMP)   # the README's marked commands, run as written in a scratch folder (scripts/ci/readme_check.py)
+	$(PY) scripts/ci/readme_check.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -5,7 +5,11 @@
 # Usage: INPUT=preds.json OUTPUT=results/audiocaps.cap.json bash scripts/eval/eval_caption.sh
 set -euo pipefail
 
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-}                 # default: the project's .venv (made by `make demo`), else python3
+if [ -z "$PYTHON" ]; then
+  ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  if [ -x "$ROOT_DIR/.venv/bin/python" ]; then PYTHON="$ROOT_DIR/.venv/bin/python"; else PYTHON=python3; fi
+fi
 INPUT=${INPUT:-}                  # required: inference output (records with "prediction" and "output")
 OUTPUT=${OUTPUT:-}                # metrics JSON (+ .md); default: next to INPUT
 METRICS=${METRICS:-bleu,meteor,rouge,cider,spice}

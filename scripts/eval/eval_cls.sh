@@ -19,7 +19,11 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-}                 # default: the project's .venv (made by `make demo`), else python3
+if [ -z "$PYTHON" ]; then
+  ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  if [ -x "$ROOT_DIR/.venv/bin/python" ]; then PYTHON="$ROOT_DIR/.venv/bin/python"; else PYTHON=python3; fi
+fi
 JSON_INPUT=${JSON_INPUT:-}        # eval records; set to run inference first
 WORK=${WORK:-}                    # output folder for the end-to-end run (default: next to JSON_INPUT)
 PREDICTIONS=${PREDICTIONS:-}      # inference output to score (default: $WORK/t-0.01.json)

@@ -10,7 +10,11 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-}                 # default: the project's .venv (made by `make demo`), else python3
+if [ -z "$PYTHON" ]; then
+  ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  if [ -x "$ROOT_DIR/.venv/bin/python" ]; then PYTHON="$ROOT_DIR/.venv/bin/python"; else PYTHON=python3; fi
+fi
 MMAU_JSON=${MMAU_JSON:-}          # required: the MMAU JSON (items with audio_id, question, choices, answer, ...)
 WORK=${WORK:-}                    # output folder (default: next to MMAU_JSON)
 AUDIO_ROOT=${AUDIO_ROOT:-}        # default: the folder of MMAU_JSON, as upstream

@@ -13,7 +13,11 @@
 #        bash scripts/eval/eval_qa.sh
 set -euo pipefail
 
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-}                 # default: the project's .venv (made by `make demo`), else python3
+if [ -z "$PYTHON" ]; then
+  ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  if [ -x "$ROOT_DIR/.venv/bin/python" ]; then PYTHON="$ROOT_DIR/.venv/bin/python"; else PYTHON=python3; fi
+fi
 MODE=${MODE:-}                    # required: mcq | graded | chat | yesno
 INPUT=${INPUT:-}                  # required: inference output (records with "prediction" and "output")
 OUTPUT=${OUTPUT:-}                # metrics JSON (+ .md); default: next to INPUT

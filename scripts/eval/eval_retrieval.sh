@@ -8,7 +8,11 @@
 # INPUT: caption records {audio_id, output: [5 captions]} or a WavCaps test json (data/caption_1..5/audio).
 set -euo pipefail
 
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-}                 # default: the project's .venv (made by `make demo`), else python3
+if [ -z "$PYTHON" ]; then
+  ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  if [ -x "$ROOT_DIR/.venv/bin/python" ]; then PYTHON="$ROOT_DIR/.venv/bin/python"; else PYTHON=python3; fi
+fi
 ARCH=${ARCH:-ase}
 INPUT=${INPUT:-}
 CHECKPOINT=${CHECKPOINT:-}        # ase: the released .pt (torch.load(weights_only=True); cp['model'] is used)

@@ -7,7 +7,11 @@
 # DRY_RUN=1 prints the command instead of running it. Path remapping: pass --path_map OLD=NEW as an extra option.
 set -euo pipefail
 
-PYTHON=${PYTHON:-python}
+PYTHON=${PYTHON:-}                 # default: the project's .venv (made by `make demo`), else python3
+if [ -z "$PYTHON" ]; then
+  ROOT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+  if [ -x "$ROOT_DIR/.venv/bin/python" ]; then PYTHON="$ROOT_DIR/.venv/bin/python"; else PYTHON=python3; fi
+fi
 NPROC=${NPROC:-1}                 # processes (GPUs); >1 uses torchrun
 JSON_INPUT=${JSON_INPUT:-}        # required: records {audio_id, instruction, input?, output?, ...}
 JSON_OUTPUT=${JSON_OUTPUT:-}      # required: predictions (.json list or .jsonl)

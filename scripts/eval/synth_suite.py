@@ -18,7 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fusionaudio.commands import run_command
 from fusionaudio.demo.scenes import load_scenes
+from fusionaudio.errors import InputError, RunError
 
 FIRST_QUESTIONS = ("What is the first sound?", "Which sound comes first?")
 TYPE_LABELS = {"tone": "tone", "chirp": "chirp", "noise": "noise burst", "clicks": "clicks"}
@@ -26,7 +28,8 @@ TYPE_LABELS = {"tone": "tone", "chirp": "chirp", "noise": "noise burst", "clicks
 
 def run(*cmd):
     print("+", " ".join(map(str, cmd)), flush=True)
-    subprocess.run([sys.executable, *map(str, cmd)], check=True)
+    if subprocess.run([sys.executable, *map(str, cmd)]).returncode != 0:
+        raise RunError(f"step failed: python {' '.join(map(str, cmd))} (its error is printed above)")
 
 
 def write(path: Path, records: list[dict]) -> Path:
@@ -34,7 +37,7 @@ def write(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def main():
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data_dir", required=True, help="output of `python -m fusionaudio.demo.scenes` (test.json, scenes.jsonl)")
     ap.add_argument("--out_dir", required=True)
@@ -43,8 +46,21 @@ def main():
     ap.add_argument("--batch_size", type=int, default=16)
     ap.add_argument("--judge_base_url", default=None)
     ap.add_argument("--judge_model", default=None)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    return run_command(lambda: suite(args))
+
+
+def check_split(data: Path) -> None:
+    missing = [name for name in ("test.json", "scenes.jsonl") if not (data / name).is_file()]
+    if missing:
+        raise InputError(f"{data}: no {' or '.join(missing)}; make a split first: python -m fusionaudio.demo.scenes "
+                         f"--out_dir {data} --n_train 0 --n_test 20 --seed 1 (scripts/train/make_demo_model.sh "
+                         "writes runs/demo/data)")
+
+
+def suite(args) -> None:
     data, out = Path(args.data_dir), Path(args.out_dir)
+    check_split(data)
     out.mkdir(parents=True, exist_ok=True)
     preds_path = out / "predictions.json"
     infer = ["-m", "fusionaudio.infer", "--json_input", data / "test.json", "--json_output", preds_path,
@@ -79,8 +95,8 @@ def main():
             "--judge_model", args.judge_model)
         reports.append(out / "qa.graded.json")
     run("-m", "fusionaudio.evaluate.report", "gather", *reports, "--output", out / "summary.md")
-    print((out / "summary.md").read_text())
+    print(f"wrote {out}: predictions.json, the evaluators' reports, summary.md (the table above)")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

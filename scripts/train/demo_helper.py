@@ -101,7 +101,7 @@ def types_by_position(captions: dict[str, str], scenes: dict[str, dict]) -> list
     return [round(sum(h) / len(h), 3) for _, h in sorted(hits.items())]
 
 
-def evaluate(base_model: str, data_dir: str, model_path: str | None = None, split: str = "test",
+def evaluate(data_dir: str, base_model: str | None = None, model_path: str | None = None, split: str = "test",
              batch_size: int = 32, max_new_tokens: int = 64, output: str | None = None,
              limit: int | None = None) -> dict:
     """Greedy captions and QA answers for the held-out split, scored; returns the metrics."""

@@ -211,8 +211,10 @@ def test_incomplete_or_wrong_directories_are_refused_by_name(tmp_path, sp_model,
     assert str(d) in str(err.value)
 
 
-def test_vocab_size_must_match_the_embedding(tmp_path, sp_model):
+def test_every_token_needs_an_embedding_row_and_a_padded_vocabulary_is_fine(tmp_path, sp_model):
     tok = load_tokenizer(_variant(tmp_path, sp_model, "v", LLAMA_CONFIG))
     check_vocab_size(tok, len(tok), "x")
-    with pytest.raises(TokenizerError, match=f"has {len(tok)} tokens but the model's embedding has 32000 rows"):
-        check_vocab_size(tok, 32000, tmp_path)
+    check_vocab_size(tok, len(tok) + 64, "x")  # padded vocabulary (pad_to_multiple_of): loads
+    with pytest.raises(TokenizerError, match=f"has {len(tok)} tokens but the model's embedding has only "
+                                             f"{len(tok) - 1} rows"):
+        check_vocab_size(tok, len(tok) - 1, tmp_path)

@@ -60,6 +60,7 @@ def test_ray_kill_9_then_restart(env):
     proc = run_cli(path)
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out.decode()[-3000:]
+    assert b"is deprecated in Ray" not in out  # one actor pool per stage, made the current way
     after = snapshot_results(env["root"] / "killed")
     assert {k: after[k] for k in before} == before  # nothing lost, nothing done twice
     done = {k.split("/")[0] for k in after}

@@ -33,6 +33,7 @@ from fusionaudio.commands import function_main, print_result
 
 import csv
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,7 @@ from fusionaudio.evaluate.records import (
     normalize_text,
 )
 from fusionaudio.evaluate.report import default_output, make_result, write_report
+from fusionaudio.evaluate.cls_stats import published_note
 
 PREFIX = "sound of "
 _LABELS_PREFIX = re.compile(r"^\s*labels?\s*:\s*", re.IGNORECASE)
@@ -308,7 +310,8 @@ def evaluate_classification(
     scores = score_records(preds, labels, embedder, keep_underscores, aggregation)
     metrics, per_class, confusion = classification_metrics(scores, truth, labels, is_multi)
     published = reference_stats(scores, truth, undefined_auc)
-    metrics.update(published_mAP=published["mAP"], published_mAUC=published["mAUC"], published_acc=published["acc"])
+    metrics.update(published_mAP=published["mAP"], published_mAUC=published["mAUC"], published_acc=published["acc"],
+                   published_n_undefined_auc=published["n_undefined_auc"])
 
     output = output or default_output(input, ".cls.json")
     backend_id = getattr(getattr(embedder, "backend", embedder), "backend_id", type(embedder).__name__)
@@ -318,7 +321,8 @@ def evaluate_classification(
             "pred_key": pred_key, "ref_key": ref_key, "pred_format": pred_format, "label_prefix": PREFIX,
             "label_underscores": "kept (as the reference)" if keep_underscores else "turned into spaces",
             "aggregation": aggregation, "undefined_auc": undefined_auc,
-            "comparability": comparability or "unknown (custom embedder object)"}
+            "comparability": comparability or "unknown (custom embedder object)",
+            "published_metrics": published_note(published)}
     meta["reference_files"] = write_reference_files(
         reference_dir or str(Path(output).with_suffix("")) + "_cla_report", scores, truth, published)
     details = {"per_class": per_class,
@@ -376,9 +380,14 @@ def _metrics_only(result):
     return result["metrics"] if isinstance(result, dict) and "metrics" in result else result
 
 
+def _show(result) -> None:
+    print_result(_metrics_only(result))
+    if isinstance(result, dict) and result.get("metrics", {}).get("published_n_undefined_auc"):
+        print(f"note: {result['meta']['published_metrics']}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
-    return function_main(evaluate_classification, "python -m fusionaudio.evaluate.classification", argv,
-                         show=lambda r: print_result(_metrics_only(r)))
+    return function_main(evaluate_classification, "python -m fusionaudio.evaluate.classification", argv, show=_show)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -45,7 +45,18 @@ def reference_stats(all_pred: np.ndarray, all_truth: np.ndarray, undefined_auc: 
                 auc.append(-1.0 if undefined_auc == "-1" else float("nan"))
             else:
                 auc.append(float(metrics.roc_auc_score(y, s, average=None)))
-    return {"mAP": float(np.mean(ap)), "mAUC": float(np.mean(auc)), "acc": acc, "AP": ap, "auc": auc}
+    undefined = sum(len(np.unique(all_truth[:, k])) < 2 for k in range(all_truth.shape[1]))
+    return {"mAP": float(np.mean(ap)), "mAUC": float(np.mean(auc)), "acc": acc, "AP": ap, "auc": auc,
+            "n_undefined_auc": int(undefined)}
+
+
+def published_note(stats: dict) -> str:
+    """Why ``published_mAUC`` / ``published_mAP`` can differ from ``mAUC`` / ``mAP`` (one sentence for the report)."""
+    n, total = stats["n_undefined_auc"], len(stats["auc"])
+    return (f"published_mAP/mAUC/acc are computed as the published eval_Cls.py computes them: means over all {total} "
+            f"classes, where a class with only positives or only negatives in the data ({n} here) counts AUC -1 (and "
+            "AP 0 without positives), so published_mAUC can be negative on a small or partial test set; mAP/mAUC "
+            "average only the classes where they are defined")
 
 
 def write_reference_files(folder, all_pred: np.ndarray, all_truth: np.ndarray, stats: dict) -> dict:

@@ -38,6 +38,14 @@ class JudgeError(RuntimeError):
     """A request to the judge endpoint failed for good."""
 
 
+class JudgeUnavailable(JudgeError):
+    """The endpoint itself failed (refused, timed out, 5xx/429 after every retry, or 401/403/404: a wrong
+    key, URL or model), as opposed to one request it rejected: trying again later may succeed."""
+
+
+UNAVAILABLE_STATUS = {401, 403, 404}
+
+
 class OpenAICompatClient:
     """Client for an OpenAI-compatible endpoint (``{base_url}/chat/completions``, ``/embeddings``)."""
 
@@ -101,7 +109,7 @@ class OpenAICompatClient:
                 detail = e.read().decode("utf-8", "replace")[:300]
                 last_err = f"HTTP {e.code} from {url}: {detail}"
                 if e.code not in RETRY_STATUS:
-                    raise JudgeError(last_err) from None
+                    raise (JudgeUnavailable if e.code in UNAVAILABLE_STATUS else JudgeError)(last_err) from None
                 retry_after = _parse_retry_after(e.headers.get("Retry-After"))
             except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError, OSError) as e:
                 last_err = f"{type(e).__name__} contacting {url}: {e}"
@@ -114,7 +122,7 @@ class OpenAICompatClient:
                 delay = max(delay, min(retry_after, self.backoff_max))
             logger.warning("%s; retry %d/%d in %.2fs", last_err, attempt + 1, self.max_retries, delay)
             time.sleep(delay)
-        raise JudgeError(f"giving up after {self.max_retries + 1} attempts: {last_err}")
+        raise JudgeUnavailable(f"giving up after {self.max_retries + 1} attempts: {last_err}")
 
     # ------------------------------------------------------------------ chat
     def chat(self, messages: list[dict], temperature: float = 0.0, max_tokens: int = 512) -> str:

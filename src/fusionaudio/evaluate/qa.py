@@ -35,7 +35,7 @@ from collections import Counter, defaultdict
 from fusionaudio.evaluate.judge import OpenAICompatClient, client_from_args
 from fusionaudio.evaluate.judge_prompts import JudgePrompt, load_prompt
 from fusionaudio.evaluate.qa_common import breakdown, finish, mean, meta, question_groups
-from fusionaudio.evaluate.qa_judged import evaluate_chat, evaluate_graded, parse_chat, parse_graded  # noqa: F401 - parse_* re-exported
+from fusionaudio.evaluate.qa_judged import MAX_UNPARSED_SHARE, evaluate_chat, evaluate_graded, parse_chat, parse_graded  # noqa: F401 - parse_* re-exported
 from fusionaudio.evaluate.records import (
     DEFAULT_PRED_KEY,
     DEFAULT_REF_KEY,
@@ -359,16 +359,18 @@ class QACommands:
                                      skip_bad_options, structured, judge_all, self._prompt, answer_lookup))
 
     def graded(self, input, output=None, pred_key=DEFAULT_PRED_KEY, ref_key=DEFAULT_REF_KEY, structured=False,
-               references=None):
-        """Judge rating 0-5 against the references (``--references FILE``: two-file mode)."""
+               references=None, max_unparsed=MAX_UNPARSED_SHARE):
+        """Judge rating 0-5 against the references (``--references FILE``: two-file mode; the run fails when more
+        than ``--max_unparsed`` of the judge replies cannot be parsed)."""
         return _summary(evaluate_graded(input, self._client(True), output, pred_key, ref_key, structured,
-                                        references, self._prompt))
+                                        references, self._prompt, max_unparsed))
 
     def chat(self, input, output=None, pred_key=DEFAULT_PRED_KEY, ref_key=DEFAULT_REF_KEY, description_key="meta_info",
-             structured=False, references=None):
-        """Pairwise 1-10 judge scores (AIR-Bench chat; ``--references FILE``: two-file mode)."""
+             structured=False, references=None, max_unparsed=MAX_UNPARSED_SHARE):
+        """Pairwise 1-10 judge scores (AIR-Bench chat; ``--references FILE``: two-file mode; the run fails when
+        more than ``--max_unparsed`` of the judge replies cannot be parsed)."""
         return _summary(evaluate_chat(input, self._client(True), output, pred_key, ref_key, description_key,
-                                      structured, references, self._prompt))
+                                      structured, references, self._prompt, max_unparsed))
 
     def yesno(self, input, output=None, pred_key=DEFAULT_PRED_KEY, ref_key=DEFAULT_REF_KEY, structured=False):
         """Yes/no accuracy (no judge)."""

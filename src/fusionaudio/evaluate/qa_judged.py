@@ -14,13 +14,22 @@ Both follow FusionAudio's scripts (``src/eval/AudioBench/*/LLM_judge.py``, ``src
   tokens, the second (the prediction's score) a number within 1-10; others are left out of the mean.
   ``judge_score`` = mean x 10, ``parse_success_rate`` = parsed / questions. The clip description is the
   group's ``meta_info`` (``"N/A"`` when absent).
+
+Judge replies that cannot be parsed are scored as above (the published protocol), counted in
+``n_unparsed_judge_replies`` and warned about; when more than ``max_unparsed`` of them (default
+:data:`MAX_UNPARSED_SHARE`, 10 %) could not be parsed, the report is written and the run fails (exit 1):
+such a score measures the judge's reply format rather than the answers (a wrong judge model or prompt).
 """
 
 from __future__ import annotations
 
+import sys
+
+from fusionaudio.errors import RunError
 from fusionaudio.evaluate.judge import OpenAICompatClient
 from fusionaudio.evaluate.judge_prompts import load_prompt, reference_text
 from fusionaudio.evaluate.qa_common import finish, mean, meta, question_groups
+from fusionaudio.evaluate.report import default_output
 from fusionaudio.evaluate.records import (
     DEFAULT_PRED_KEY,
     DEFAULT_REF_KEY,
@@ -34,6 +43,20 @@ from fusionaudio.evaluate.records import (
 
 GRADED_MAX_TOKENS = 512
 CHAT_MAX_TOKENS = 1024
+#: share of unparsable judge replies past which a judged run fails (``--max_unparsed``)
+MAX_UNPARSED_SHARE = 0.1
+
+
+def check_unparsed(task: str, n_unparsed: int, n: int, max_unparsed: float, report: str) -> None:
+    """Warn about judge replies that could not be parsed; :class:`RunError` past ``max_unparsed`` of them."""
+    if not n_unparsed:
+        return
+    text = (f"{task}: {n_unparsed} of {n} judge replies could not be parsed (scored as the published protocol "
+            f"does; see judge_reply in {report})")
+    if n_unparsed / n > max_unparsed:
+        raise RunError(f"{text}: more than --max_unparsed {max_unparsed:g}; is the judge model following the "
+                       "prompt? (--max_unparsed 1 accepts the score anyway)")
+    print(f"warning: {text}", file=sys.stderr)
 
 
 def parse_graded(reply: str | None) -> tuple[float, bool]:
@@ -103,7 +126,7 @@ def _load_groups(input, references, pred_key, ref_key, structured):
 def evaluate_graded(input: str, client: OpenAICompatClient, output: str | None = None,
                     pred_key: str = DEFAULT_PRED_KEY, ref_key: str = DEFAULT_REF_KEY,
                     structured: bool = False, references: str | None = None,
-                    judge_prompt: str | None = None) -> dict:
+                    judge_prompt: str | None = None, max_unparsed: float = MAX_UNPARSED_SHARE) -> dict:
     """Judge ratings 0-5 per (audio_id, instruction) group against its references (AudioBench rubric)."""
     prompt = load_prompt("graded", judge_prompt)
     groups, counts, records, structured_metrics = _load_groups(input, references, pred_key, ref_key, structured)
@@ -118,16 +141,22 @@ def evaluate_graded(input: str, client: OpenAICompatClient, output: str | None =
         details.append({k: g[k] for k in ("index", "audio_id", "question", "references", "prediction")}
                        | {"judge_reply": reply, "rating": rating, "success": ok})
     score = mean(d["rating"] for d in details)
+    unparsed = sum(not d["success"] for d in details)
     metrics = {"judge_score": score * 20, "success_rate": mean(d["success"] for d in details),
-               "score_0_5": score, "n_questions": len(details), **counts, **structured_metrics}
-    return finish("qa_graded", metrics, meta(input, records, pred_key, ref_key, client, prompt) |
-                  {"references_file": references}, details, input, output, ".graded.json")
+               "score_0_5": score, "n_questions": len(details), "n_unparsed_judge_replies": unparsed,
+               **counts, **structured_metrics}
+    output = output or default_output(input, ".graded.json")
+    result = finish("qa_graded", metrics, meta(input, records, pred_key, ref_key, client, prompt) |
+                    {"references_file": references}, details, input, output, ".graded.json")
+    check_unparsed("graded", unparsed, len(details), max_unparsed, output)
+    return result
 
 
 def evaluate_chat(input: str, client: OpenAICompatClient, output: str | None = None,
                   pred_key: str = DEFAULT_PRED_KEY, ref_key: str = DEFAULT_REF_KEY,
                   description_key: str = "meta_info", structured: bool = False,
-                  references: str | None = None, judge_prompt: str | None = None) -> dict:
+                  references: str | None = None, judge_prompt: str | None = None,
+                  max_unparsed: float = MAX_UNPARSED_SHARE) -> dict:
     """Pairwise 1-10 judge scores for the first reference and the prediction (AIR-Bench chat)."""
     prompt = load_prompt("chat", judge_prompt)
     groups, counts, records, structured_metrics = _load_groups(input, references, pred_key, ref_key, structured)
@@ -151,7 +180,11 @@ def evaluate_chat(input: str, client: OpenAICompatClient, output: str | None = N
     metrics = {"judge_score": None if model is None else model * 10,
                "parse_success_rate": len(ok) / len(details), "model_score": model,
                "reference_score": mean(d["reference_score"] for d in ok if d["reference_score"] is not None),
-               "n_questions": len(details), "n_unparsed": len(details) - len(ok), **counts, **structured_metrics}
-    return finish("qa_chat", metrics, meta(input, records, pred_key, ref_key, client, prompt) |
-                  {"references_file": references}, details, input, output, ".chat.json")
+               "n_questions": len(details), "n_unparsed": len(details) - len(ok),
+               "n_unparsed_judge_replies": len(details) - len(ok), **counts, **structured_metrics}
+    output = output or default_output(input, ".chat.json")
+    result = finish("qa_chat", metrics, meta(input, records, pred_key, ref_key, client, prompt) |
+                    {"references_file": references}, details, input, output, ".chat.json")
+    check_unparsed("chat", len(details) - len(ok), len(details), max_unparsed, output)
+    return result
 

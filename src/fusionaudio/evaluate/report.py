@@ -13,6 +13,7 @@ from fusionaudio.commands import subcommands_main
 
 import datetime as _dt
 import json
+import sys
 import math
 from pathlib import Path
 
@@ -86,6 +87,7 @@ def write_report(result: dict, output: str) -> tuple[Path, Path]:
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False, default=_json_default) + "\n", encoding="utf-8")
     md = out.with_suffix(".md")
     md.write_text(to_markdown(result), encoding="utf-8")
+    print(f"wrote {out} (metrics and details) and {md} (table)", file=sys.stderr)
     return out, md
 
 

@@ -212,3 +212,33 @@ def check_lora_weights(source, state: dict[str, torch.Tensor], settings: LoraSet
         problems.append(f"LoRA tensors have rank {sorted(ranks)} but the config says r={settings.r}")
     if problems:
         raise CheckpointError(f"{source}: " + "; ".join(problems))
+
+
+# -- a fine-tuned checkpoint's own base directory -----------------------------------------
+#: written by training beside its checkpoints: the run's options and ``base_dir``, the base it started from
+TRAINING_ARGS = "training_args.json"
+
+
+def is_training_output(directory) -> bool:
+    """A folder written by training (``runs/ft`` or ``runs/ft/checkpoint-N``), not a base directory."""
+    d = Path(directory)
+    return d.is_dir() and (d / TRAINING_ARGS).is_file() and not (d / "config.json").is_file() \
+        and not (d / "model.safetensors").is_file()
+
+
+def recorded_base_dir(checkpoint, flag: str = "--base_model") -> Path:
+    """The base directory a fine-tuned checkpoint was trained from, as its ``training_args.json`` records
+    it; a clear error (naming ``flag``) when there is none or it is not there any more."""
+    path = Path(checkpoint).expanduser()
+    args_file = (path if path.is_dir() else path.parent) / TRAINING_ARGS
+    if not args_file.is_file():
+        raise CheckpointError(f"{path}: no base directory given, and no {TRAINING_ARGS} beside the checkpoint "
+                              f"records one; pass {flag} DIR (the directory it was fine-tuned from)")
+    base = read_json_file(args_file, "training options").get("base_dir")
+    if not isinstance(base, str) or not base:
+        raise CheckpointError(f"{args_file}: records no base_dir; pass {flag} DIR")
+    base_dir = Path(base).expanduser()
+    if not base_dir.is_dir():
+        raise CheckpointError(f"{path} was fine-tuned from {base_dir} (recorded in {args_file}), which is not "
+                              f"there any more; pass {flag} DIR")
+    return base_dir

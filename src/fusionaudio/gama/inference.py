@@ -16,7 +16,7 @@ import torch
 
 from fusionaudio.audio import AudioInfo, load_fbank
 from fusionaudio.gama.generation import GENERATION_DEFAULTS
-from fusionaudio.gama.loading import load_model
+from fusionaudio.gama.loading import load_model, resolve_model_paths
 from fusionaudio.loading.device import resolve_device
 from fusionaudio.loading.weights import resolve_dtype
 from fusionaudio.gama.prompts import build_prompt
@@ -72,15 +72,18 @@ class FusionAudioInference:
         if note:
             log.warning(note)
         self.model_label = None
-        if base_model_path is None:
+        if base_model_path is None and model_path is None:
             base_model_path, self.model_label = default_model()
-            if model_path is not None:
-                raise ValueError("--model_path needs --base_model (the directory it was fine-tuned from)")
+        # a fine-tuned checkpoint alone loads on the base its training_args.json records
+        base_model_path, model_path = resolve_model_paths(base_model_path, model_path)
         self.base_model_path, self.model_path = str(base_model_path), model_path
         self.model, self.tokenizer = load_model(base_model_path, model_path, device=self.device,
                                                 dtype=resolve_dtype(dtype), check_values=check_values)
         self.template = template
         self.resampler = resampler
+        # a padded vocabulary (more embedding rows than tokens): the ids past the tokenizer are never emitted
+        rows = self.model.llm.get_output_embeddings().weight.shape[0]
+        self.unused_ids = list(range(len(self.tokenizer), rows))
         # SDPA in the Q-Former/aggregator: logits within 2e-7 of eager (scripts/bench/bench_attention.py)
         self.model.set_attention(attention)
 
@@ -164,16 +167,21 @@ class FusionAudioInference:
                 if n + n_audio + m > limit:
                     raise ValueError(self.check_length(r, m) + f" (question {r.question[:60]!r})")
         audio = torch.stack([r.fbank for r in chunk]) if chunk[0].fbank is not None else None
-        extra = {}
+        extra, processors = {}, []
         if config.repetition_penalty not in (None, 1.0):
             # The reference's generate sees the prompt's ids, so its penalty covers the prompt's tokens too;
             # ours is fed embeddings, so the prompt ids are handed to the penalty here.
-            from transformers import LogitsProcessorList
-
-            extra["logits_processor"] = LogitsProcessorList(
-                [PromptRepetitionPenalty(config.repetition_penalty, enc.input_ids, enc.attention_mask)])
+            processors.append(PromptRepetitionPenalty(config.repetition_penalty, enc.input_ids, enc.attention_mask))
             config = copy.deepcopy(config)
             config.repetition_penalty = None
+        if getattr(self, "unused_ids", None):
+            from transformers import SuppressTokensLogitsProcessor
+
+            processors.append(SuppressTokensLogitsProcessor(self.unused_ids, device=self.device))
+        if processors:
+            from transformers import LogitsProcessorList
+
+            extra["logits_processor"] = LogitsProcessorList(processors)
         if stopping_criteria is not None:
             from transformers import StoppingCriteriaList
 

@@ -16,6 +16,8 @@ import torch
 
 from fusionaudio.gama.tokenizer import check_vocab_size, load_tokenizer  # noqa: F401 - load_tokenizer is re-exported
 from fusionaudio.gama.checkpoints import ADAPTER_CONFIG, CHECKPOINT_FILES, LOCAL_CONFIG, CheckpointError, base_weight_files, check_lora_weights, config_from_file, effective_lora, raise_on_bad_values, raise_problems, read_adapter_config, read_config
+from fusionaudio.gama.checkpoints import TRAINING_ARGS, is_training_output, recorded_base_dir
+from fusionaudio.loading.device import resolve_device
 from fusionaudio.loading.files import listing
 from fusionaudio.loading.weights import load_state_file, resolve_dtype, state_keys
 from fusionaudio.gama.config import GamaConfig
@@ -210,6 +212,20 @@ def _lora_for(base_dir: Path, model_path: Path, overrides: dict) -> dict:
     return {**overrides, "lora": None}
 
 
+def resolve_model_paths(base_model_path, model_path) -> tuple[Path, Path | None]:
+    """(base directory, checkpoint): a fine-tuned checkpoint alone (as ``model_path``, or given as the base)
+    loads on the base directory its ``training_args.json`` records."""
+    if base_model_path is not None and model_path is None and is_training_output(base_model_path):
+        base_model_path, model_path = None, base_model_path
+    if base_model_path is None:
+        if model_path is None:
+            raise CheckpointError("no model given: pass a base model directory (base_model_path), or a fine-tuned "
+                                  "checkpoint whose training_args.json records its base")
+        base_model_path = recorded_base_dir(model_path)
+        log.info("%s: base directory %s (from its %s)", model_path, base_model_path, TRAINING_ARGS)
+    return Path(base_model_path), None if model_path is None else Path(model_path)
+
+
 def load_model(base_model_path, model_path=None, device="cpu", dtype=torch.float32, check_values: bool = True):
     """Load ``(model, tokenizer)``: a base directory, optionally a fine-tuned checkpoint on top.
 
@@ -218,10 +234,15 @@ def load_model(base_model_path, model_path=None, device="cpu", dtype=torch.float
     convert`` / ``export`` / training. ``model_path``: a ``.pth``/``.bin``/``.safetensors`` state
     dict in the reference's peft layout or this project's names, LoRA-only or not, with or
     without LoRA, a peft adapter directory or a training output directory.
-    ``check_values=False`` skips the NaN/inf and dtype check of the tensors.
+    ``check_values=False`` skips the NaN/inf and dtype check of the tensors. Without ``base_model_path``
+    (or with a training output folder as it), the base is the one the checkpoint's ``training_args.json``
+    records. ``device="cuda"`` without CUDA falls back to the CPU with a warning.
     """
     dtype = resolve_dtype(dtype)
-    device = torch.device(device)
+    base_model_path, model_path = resolve_model_paths(base_model_path, model_path)
+    device, note = resolve_device(device)
+    if note:
+        log.warning(note)
     if not Path(base_model_path).is_dir():
         raise CheckpointError(f"base model directory not found: {base_model_path}")
     tokenizer = load_tokenizer(base_model_path)  # first: a bad tokenizer directory fails before the weights load

@@ -294,7 +294,9 @@ def load_tokenizer(base_dir):
 
 
 def check_vocab_size(tokenizer, rows: int, source) -> None:
-    """The tokenizer must have exactly as many tokens as the embedding has rows."""
-    if len(tokenizer) != int(rows):
+    """Every token id must have an embedding row. More rows than tokens is a padded vocabulary
+    (``resize_token_embeddings(pad_to_multiple_of=...)``): it loads, and generation never emits the
+    extra ids (``FusionAudioInference`` masks them)."""
+    if len(tokenizer) > int(rows):
         raise TokenizerError(f"{source}: the tokenizer has {len(tokenizer)} tokens but the model's embedding "
-                             f"has {rows} rows (vocab_size); they must match")
+                             f"has only {rows} rows (vocab_size): ids {rows}..{len(tokenizer) - 1} have no embedding")

@@ -90,14 +90,32 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+#: (fd, device, inode) of every file this process locked; a forked helper closes them (close_inherited_locks)
+_LOCKED: set[tuple[int, int, int]] = set()
+
+
 def _flock(file, exclusive: bool) -> bool:
     if fcntl is None:  # pragma: no cover
         return True
     try:
         fcntl.flock(file.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
-        return True
     except OSError:
         return False
+    st = os.fstat(file.fileno())
+    _LOCKED.add((file.fileno(), st.st_dev, st.st_ino))
+    return True
+
+
+def close_inherited_locks() -> None:
+    """In a forked child (a loader worker): close its copies of the parent's locked files. An flock lives as
+    long as any process holds the open file, so without this a child outliving a killed parent would keep
+    the run's lock (and a restart would be refused); closing never unlocks the parent's own copy."""
+    for fd, dev, ino in list(_LOCKED):
+        with contextlib.suppress(OSError):
+            st = os.fstat(fd)
+            if (st.st_dev, st.st_ino) == (dev, ino):  # still that file, not a descriptor number reused since
+                os.close(fd)
+    _LOCKED.clear()
 
 
 class ShardWriter:
@@ -244,7 +262,9 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def check_settings(work_dir: Path, settings: dict) -> None:
-    """Write ``run_config.json`` on the first attempt; refuse to resume with different settings."""
+    """Write ``run_config.json`` on the first attempt; refuse to resume with different settings. The settings
+    bind only once a record is finished: an attempt that stopped before (a bad flag, a model that failed to
+    load, a kill during loading) leaves nothing behind that the corrected command would be refused by."""
     path = Path(work_dir) / CONFIG_NAME
     if path.is_file():
         try:
@@ -252,11 +272,13 @@ def check_settings(work_dir: Path, settings: dict) -> None:
         except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
             raise InferError(f"{path}: unreadable ({exc}); delete it if the shard files there belong to this run")
         differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
-        if differ:
+        if not differ:
+            return
+        if read_all_shards(work_dir):
             detail = "; ".join(f"{k}: was {old.get(k)!r}, now {settings.get(k)!r}" for k in differ)
             raise InferError(f"{work_dir} holds results made with other settings ({detail}). Use the same settings, "
                              "another --work_dir, or delete that folder to start over")
-        return
+        log.info("%s: no record was finished with the earlier settings; recording the new ones", path)
     write_atomic(path, json.dumps({"settings": settings}, indent=2) + "\n")
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
 from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Iterator
@@ -93,9 +95,36 @@ class BatchDataset:
         return [prepare_item(item, self.prepare) for item in self.batches[b]]
 
 
-def _worker_init(_worker_id: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """Make this forked helper end when ``parent_pid`` does (a kill -9 of the run leaves no orphan decoding
+    on): the kernel's parent-death signal on Linux, else a thread watching the parent."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    else:  # pragma: no cover - other systems
+        import threading
+        import time
+
+        def watch():
+            while os.getppid() == parent_pid:
+                time.sleep(0.5)
+            os._exit(1)
+
+        threading.Thread(target=watch, daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent died before the signal was armed
+        os._exit(1)
+
+
+def _worker_init(_worker_id: int, parent_pid: int | None = None) -> None:
     import torch
 
+    from fusionaudio.infer.journal import close_inherited_locks
+
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
+    close_inherited_locks()  # the run's locks belong to the main process, not to its forked helpers
     torch.set_num_threads(1)  # one core per worker: the main process keeps the rest for generation
 
 
@@ -119,7 +148,7 @@ def iterate(batches: list[list[Item]], prepare: Callable, workers: int, prefetch
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers are forked
     loader = DataLoader(BatchDataset(batches, prepare), batch_size=None, shuffle=False,
                         num_workers=min(workers, len(batches)), collate_fn=_identity, prefetch_factor=prefetch,
-                        worker_init_fn=_worker_init, persistent_workers=False)
+                        worker_init_fn=partial(_worker_init, parent_pid=os.getpid()), persistent_workers=False)
     return zip(batches, iter(loader))
 
 

@@ -51,7 +51,11 @@ def quick_inference_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=8, help="clips decoded and answered together (streamed)")
     p.add_argument("--loader_workers", type=int, default=None,
                    help="audio decoding processes prefetching the next batch (default: half the cores, max 4)")
-    p.add_argument("--structured", action="store_true", help="parse <think>/<semantic_elements>/<answer> sections")
+    p.add_argument("--structured", action="store_true",
+                   help="parse the answer's <think>/<semantic_elements>/<answer> sections (the prompt is unchanged)")
+    p.add_argument("--structured_prompt", action="store_true",
+                   help="GAMA: append the instruction asking for those sections to the question (the JSON's "
+                        "`question` is then the text sent); AudSemThinker always asks for them")
     p.add_argument("--json", action="store_true", help="print a JSON list of results (one per input, with `error`)")
     return p
 
@@ -96,7 +100,7 @@ def run_quick_inference(args) -> list[dict]:
         print(f"Model: {engine.model_label}", file=sys.stderr)
     gen = generation_options(engine.arch, args)
     question = args.question
-    if args.structured and engine.arch == "gama":
+    if getattr(args, "structured_prompt", False) and engine.arch == "gama":
         from fusionaudio.structured import structured_instruction
 
         question = structured_instruction(question)  # AudSemThinker adds its own instruction
@@ -118,11 +122,12 @@ def run_quick_inference(args) -> list[dict]:
     for batch, prepared in loader.iterate(batches, prepare, workers if len(batches) > 1 else 0):
         for item, result in zip(batch, backend.answer(batch, prepared)):
             by_index[item.index] = result
-    return [_result_item(args, path, by_index[i]) for i, path in enumerate(audio_paths)]
+    return [_result_item(args, question, path, by_index[i]) for i, path in enumerate(audio_paths)]
 
 
-def _result_item(args, path, result: dict) -> dict:
-    item = {"audio": path, "question": args.question, "response": result["prediction"],
+def _result_item(args, question: str, path, result: dict) -> dict:
+    """``question``: the text sent to the model (``--structured_prompt`` extends the asked one)."""
+    item = {"audio": path, "question": question, "response": result["prediction"],
             "audio_info": result["audio_info"], "error": result["error"]}
     if args.structured:
         from fusionaudio.structured import answer_text, parse_structured

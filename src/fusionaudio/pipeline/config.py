@@ -23,7 +23,7 @@ COMMON_DEFAULTS = {"enabled": True, "batch_size": 4, "device": "cpu", "num_gpus"
                    "concurrency": 1}
 TOP_DEFAULTS = {"input": None, "output_dir": "runs/pipeline", "engine": "local", "tiny_models_dir": ".cache/pipeline_tiny",
                 "dataset": "custom", "caption_instruction": "Describe the audio in detail.", "torch_threads": None, "ray": {},
-                "stages": {}}
+                "stages": {}, "retry_errors": False}
 RAY_DEFAULTS = {"address": None, "num_cpus": None, "include_dashboard": False}
 
 
@@ -43,17 +43,21 @@ class PipelineConfig:
     torch_threads: int | None
     ray: dict
     stages: dict[str, dict] = field(default_factory=dict)
+    #: recompute every stored error (errors from the environment are recomputed anyway)
+    retry_errors: bool = False
 
     def to_dict(self) -> dict:
         """Plain data (for Ray actors and the run manifest)."""
         return {"path": str(self.path), "input": str(self.input), "output_dir": str(self.output_dir),
                 "engine": self.engine, "tiny_models_dir": str(self.tiny_models_dir), "dataset": self.dataset,
-                "caption_instruction": self.caption_instruction, "torch_threads": self.torch_threads, "ray": dict(self.ray), "stages": copy.deepcopy(self.stages)}
+                "caption_instruction": self.caption_instruction, "torch_threads": self.torch_threads, "ray": dict(self.ray), "stages": copy.deepcopy(self.stages),
+                "retry_errors": self.retry_errors}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PipelineConfig":
         return cls(Path(d["path"]), Path(d["input"]), Path(d["output_dir"]), d["engine"], Path(d["tiny_models_dir"]),
-                   d["dataset"], d["caption_instruction"], d["torch_threads"], dict(d["ray"]), copy.deepcopy(d["stages"]))
+                   d["dataset"], d["caption_instruction"], d["torch_threads"], dict(d["ray"]), copy.deepcopy(d["stages"]),
+                   bool(d.get("retry_errors", False)))
 
     def enabled_stages(self) -> list[str]:
         return [s for s in STAGE_ORDER if self.stages[s]["enabled"]]
@@ -118,4 +122,5 @@ def load_config(path, overrides: dict | None = None) -> PipelineConfig:
                           tiny_models_dir=resolve_path(top["tiny_models_dir"], Path.cwd()),
                           dataset=str(top["dataset"]),
                           caption_instruction=str(top["caption_instruction"]),
-                          torch_threads=None if top["torch_threads"] is None else int(top["torch_threads"]), ray={**RAY_DEFAULTS, **ray_cfg}, stages=stages)
+                          torch_threads=None if top["torch_threads"] is None else int(top["torch_threads"]), ray={**RAY_DEFAULTS, **ray_cfg}, stages=stages,
+                          retry_errors=bool(top["retry_errors"]))

@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from fusionaudio.pipeline.config import PipelineConfig
+from fusionaudio.pipeline.config import STAGE_ORDER, PipelineConfig
 from fusionaudio.pipeline.inputs import Clip
 from fusionaudio.pipeline.stages import STAGE_CLASSES
 from fusionaudio.pipeline.stages.base import run_batch
@@ -25,8 +25,10 @@ log = logging.getLogger("fusionaudio.pipeline")
 
 
 def stage_context(cfg: PipelineConfig) -> dict:
+    enabled = cfg.enabled_stages()
     return {"tiny_models_dir": cfg.tiny_models_dir, "dataset": cfg.dataset, "output_dir": cfg.output_dir,
-            "enabled": cfg.enabled_stages()}
+            "enabled": enabled, "retry_errors": cfg.retry_errors,
+            "later": {name: STAGE_ORDER[STAGE_ORDER.index(name) + 1:] for name in STAGE_ORDER}}
 
 
 def set_torch_threads(cfg: PipelineConfig) -> None:
@@ -117,8 +119,9 @@ def run_ray(cfg: PipelineConfig, clips: list[Clip], store: ResultStore) -> dict[
         opts = {"num_cpus": float(s["num_cpus"])}
         if s["num_gpus"]:
             opts["num_gpus"] = float(s["num_gpus"])
+        pool = ray.data.ActorPoolStrategy(size=int(s["concurrency"]))  # (``concurrency=`` is deprecated in Ray)
         ds = ds.map_batches(StageActor, fn_constructor_args=(name, cfg.to_dict()), batch_size=int(s["batch_size"]),
-                            concurrency=int(s["concurrency"]), batch_format="numpy", **opts)
+                            compute=pool, batch_format="numpy", **opts)
     n = sum(len(b["clip"]) for b in ds.iter_batches(batch_size=None, batch_format="numpy"))
     if n != len(clips):
         raise RuntimeError(f"ray engine: {n} of {len(clips)} clips came back")

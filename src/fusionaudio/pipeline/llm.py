@@ -28,7 +28,7 @@ class OpenAIChatLLM:
     """Chat completions from ``{base_url}/chat/completions`` (the key from ``api_key_env``, if set)."""
 
     def __init__(self, cfg: dict):
-        from fusionaudio.evaluate.judge import OpenAICompatClient
+        from fusionaudio.evaluate.judge import JudgeUnavailable, OpenAICompatClient
 
         if not cfg["base_url"]:
             raise ValueError("backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1)")
@@ -38,6 +38,7 @@ class OpenAIChatLLM:
                                          max_retries=cfg["max_retries"], timeout=cfg["timeout_s"], backoff_base=0.2,
                                          backoff_max=5.0)
         self.name = f"openai:{cfg['base_url']}:{cfg['model']}"
+        self.unavailable = JudgeUnavailable
 
     def _one(self, prompt: str):
         messages = ([{"role": "system", "content": self.cfg["system"]}] if self.cfg["system"] else []) + \
@@ -45,7 +46,7 @@ class OpenAIChatLLM:
         try:
             return self.client.chat(messages, temperature=self.cfg["temperature"], max_tokens=self.cfg["max_tokens"])
         except Exception as e:  # noqa: BLE001 -- JudgeError, bad replies: all become the clip's error
-            return StageError(f"LLM endpoint {self.cfg['base_url']}: {e}")
+            return StageError(f"LLM endpoint {self.cfg['base_url']}: {e}", environment=isinstance(e, self.unavailable))
 
     def complete(self, prompts: list[str]) -> list:
         with ThreadPoolExecutor(max_workers=max(1, min(self.cfg["max_workers"], len(prompts)))) as pool:

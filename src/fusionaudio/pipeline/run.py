@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fusionaudio.errors import InputError
+from fusionaudio.errors import InputError, RunError
 
 import json
 import logging
@@ -47,6 +47,7 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
 
     for name in cfg.enabled_stages():
         STAGE_CLASSES[name].check_paths(name, cfg.stages[name])
+        STAGE_CLASSES[name].check_environment(name, cfg.stages[name])
     clips = read_clips(cfg.input)
     store = ResultStore(cfg.output_dir)
     check_restart(cfg, store)
@@ -54,3 +55,13 @@ def run_pipeline(cfg: PipelineConfig) -> dict:
              ", ".join(cfg.enabled_stages()))
     report = ENGINES[cfg.engine](cfg, clips, store)
     return write_outputs(cfg, clips, store, report)
+
+
+def check_some_clip_succeeded(summary: dict) -> None:
+    """A run in which every clip failed (an error in some stage) did nothing useful: :class:`RunError`."""
+    failed = {e["clip_id"] for e in summary["errors"]}
+    if summary["clips"] and len(failed) >= summary["clips"]:
+        first = summary["errors"][0]
+        raise RunError(f"every clip failed ({summary['clips']} of {summary['clips']}); first: {first['stage']} "
+                       f"{first['clip_id']}: {first['error']} (all errors in summary.json; errors from the environment "
+                       "are retried by the next run, --retry_errors retries the others too)")

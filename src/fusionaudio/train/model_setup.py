@@ -3,13 +3,13 @@ checkpoint), LoRA or none, which parameters train, and the module the engine wra
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import torch
 
 from fusionaudio.gama.config import LoraSettings
+from fusionaudio.gama.checkpoints import TRAINING_ARGS, recorded_base_dir
 from fusionaudio.gama.keymap import local_to_reference
 from fusionaudio.gama.loading import finetuned_config, load_base, load_finetuned, load_tokenizer, read_config
 from fusionaudio.gama.tokenizer import check_vocab_size
@@ -17,7 +17,7 @@ from fusionaudio.gama.tokenizer import check_vocab_size
 log = logging.getLogger("fusionaudio.train")
 
 WEIGHTS_NAME = "adapter_model.safetensors"  # trained tensors only; load_finetuned finds it in a folder
-ARGS_NAME = "training_args.json"
+ARGS_NAME = TRAINING_ARGS
 
 _AGGREGATOR_SIDE = ("audio_aggregator_layer_1", "audio_aggregator_layer_2", "audio_proj_qformer",
                     "audio_proj_audioenc", "audio_proj_norm_qformer", "audio_proj_norm_audioenc")
@@ -107,14 +107,7 @@ def resolve_start(base_model: str, base_dir: str | None = None) -> tuple[Path, P
     if not _is_checkpoint(path):
         return path, None
     if base_dir is None:
-        args_file = (path.parent if path.is_file() else path) / ARGS_NAME
-        if not args_file.is_file():
-            raise ValueError(f"{path} is a fine-tuned checkpoint: give its base directory with --base_dir "
-                             f"(no {ARGS_NAME} beside it records one)")
-        try:
-            base_dir = json.loads(args_file.read_text(encoding="utf-8"))["base_dir"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"{args_file}: no readable base_dir ({type(exc).__name__}: {exc})") from exc
+        return recorded_base_dir(path, flag="--base_dir"), path
     return Path(base_dir).expanduser(), path
 
 

@@ -76,6 +76,15 @@ def _data(o, acc, out: Path, tok, audio_device):
     return records, train_ex, val_ex, audio
 
 
+def engine_text(acc) -> str:
+    """``one process on cpu`` / ``DDP (MULTI_GPU), 8 processes``: how the run is spread, in words."""
+    kind = acc.distributed_type.value
+    if kind == "NO":
+        return f"one process on {acc.device}"
+    names = {"MULTI_GPU": "DDP", "MULTI_CPU": "DDP on CPUs", "FSDP": "FSDP", "DEEPSPEED": "DeepSpeed"}
+    return f"{names.get(kind, kind)} ({kind}), {acc.num_processes} processes"
+
+
 def prepare(o: SimpleNamespace, options: dict) -> Run:
     """Engine, data, model, optimizer and scheduler; a resumed run's state restored."""
     from accelerate.utils import DistributedType, set_seed
@@ -94,9 +103,13 @@ def prepare(o: SimpleNamespace, options: dict) -> Run:
     random.seed(o.seed)
     resume = resolve_resume(o.resume_from_checkpoint, out)
     tok = tokenizer_of(base_path)
+    say = print if main else (lambda *a, **k: None)
+    say(f"checking the records of {o.data_path} (text, lengths{', every clip' if o.check_audio else ''}) ...",
+        flush=True)
     records, train_ex, val_ex, audio = _data(o, acc, out, tok, acc.device)  # bad data stops before the model loads
     sharded = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     dtype = torch.bfloat16 if use_bf16 and not sharded else torch.float32  # frozen weights in bf16
+    say(f"loading the model from {base_path}" + (f" and {start}" if start and not resume else "") + " ...", flush=True)
     model, _ = build_model(base_path, lora, acc.device, dtype, None if resume else start, tok)
     names = set_trainable(model, o.trainable_params)
     full_resume = resume is not None and resume_weights(resume, model, names)
@@ -113,8 +126,7 @@ def prepare(o: SimpleNamespace, options: dict) -> Run:
     if main:
         print(f"trainable params: {n_train:,} || all params: {n_total:,} || trainable%: {100 * n_train / n_total:.4f}"
               f" (trainable_params={o.trainable_params}, lora={'none' if lora is None else lora.target_modules})")
-        print(f"{len(train_ex)} training / {len(val_ex)} validation examples; {acc.distributed_type.value}, "
-              f"{world} process(es), micro-batch {o.micro_batch_size}, gradient accumulation {accum} (global batch "
+        print(f"{len(train_ex)} training / {len(val_ex)} validation examples; {engine_text(acc)}, micro-batch {o.micro_batch_size}, gradient accumulation {accum} (global batch "
               f"{o.micro_batch_size * accum * world}); {steps_per_epoch} steps per epoch, {total_steps} steps")
     optimizer = torch.optim.AdamW(params, lr=o.learning_rate, betas=(0.9, 0.999), eps=1e-8,
                                   weight_decay=o.weight_decay)

@@ -20,7 +20,20 @@ log = logging.getLogger("fusionaudio.pipeline")
 
 
 class StageError(RuntimeError):
-    """One clip failed in one stage; the message is recorded as the clip's error."""
+    """One clip failed in one stage; the message is recorded as the clip's error.
+
+    ``environment=True`` marks a failure of the machine rather than the clip (a missing program, a
+    refused connection, a timeout): such a result is recomputed by the next run.
+    """
+
+    def __init__(self, message: str = "", environment: bool = False):
+        super().__init__(message)
+        self.environment = environment
+
+
+def is_environment_error(e: BaseException) -> bool:
+    """A failure of the surroundings (retried by the next run), not of the clip's content (kept)."""
+    return bool(getattr(e, "environment", False)) or isinstance(e, (TimeoutError, ConnectionError))
 
 
 class Filtered(Exception):
@@ -79,6 +92,10 @@ class Stage:
             value = section.get(key)
             if value not in (None, "", "tiny") and not Path(value).exists():
                 raise FileNotFoundError(f"stages.{name}.{key}: {value} not found (only local paths are loaded)")
+
+    @classmethod
+    def check_environment(cls, name: str, section: dict) -> None:
+        """Fail before the first clip when a program this stage needs is missing (one clear error)."""
 
     # -- to be provided by stages ---------------------------------------------------------
     def model_name(self) -> str | None:
@@ -141,17 +158,33 @@ def _process_safely(stage: Stage, items: list[Item]) -> list:
 
 
 def _error_text(e: BaseException) -> str:
-    return str(e) if isinstance(e, StageError) or type(e).__name__ == "MediaError" else f"{type(e).__name__}: {e}"
+    media = any(c.__name__ == "MediaError" for c in type(e).__mro__)
+    return str(e) if isinstance(e, StageError) or media else f"{type(e).__name__}: {e}"
+
+
+def is_done(rec: dict | None, retry_errors: bool = False) -> bool:
+    """A stored result that stands: anything but an error from the environment (or, with
+    ``retry_errors``, any error)."""
+    if rec is None:
+        return False
+    return rec["status"] != "error" or not (retry_errors or rec.get("retry"))
 
 
 def run_batch(stage: Stage, clips: list[Clip], store: ResultStore) -> dict[str, int]:
-    """Run ``stage`` on the clips that have no result yet; returns counts by status (+ 'done_before')."""
+    """Run ``stage`` on the clips that have no standing result yet; returns counts by status (+ 'done_before').
+
+    A recomputed error also drops the clip's results of the later stages (``context["later"]``), which
+    were made from it."""
     counts = {"done_before": 0, "ok": 0, "error": 0, "skipped": 0, "filtered": 0}
     todo: list[Item] = []
+    retry_errors = bool(stage.context.get("retry_errors"))
     for clip in clips:
-        if store.has(stage.name, clip.id):
+        before = store.get(stage.name, clip.id)
+        if is_done(before, retry_errors):
             counts["done_before"] += 1
             continue
+        if before is not None:
+            store.drop(clip.id, stage.context.get("later", {}).get(stage.name, ()))
         upstream = {s: store.get(s, clip.id) for s in stage.reads}
         item = Item(clip, {k: v for k, v in upstream.items() if v is not None}, store.media_dir(clip.id))
         reason = stage._upstream_skip(item)
@@ -174,6 +207,7 @@ def run_batch(stage: Stage, clips: list[Clip], store: ResultStore) -> dict[str, 
             log.warning("stage %s, clip %s: %s", stage.name, item.clip.id, error)
         else:
             status, output, error = "ok", out, None
-        store.put(stage.name, item.clip.id, status, output=output, error=error, info=stage.info(), seconds=per_clip)
+        info = {**stage.info(), **({"retry": True} if status == "error" and is_environment_error(out) else {})}
+        store.put(stage.name, item.clip.id, status, output=output, error=error, info=info, seconds=per_clip)
         counts[status] += 1
     return counts

@@ -36,6 +36,21 @@ class PrepareStage(Stage):
                 "min_duration": 0.1, "download": False, "download_format": "bv*[height<=360]+ba/b[height<=360]",
                 "timeout_s": 300.0}
 
+    @classmethod
+    def check_environment(cls, name: str, section: dict) -> None:
+        from fusionaudio.errors import RunError
+
+        for tool in ("ffprobe", "ffmpeg"):
+            try:
+                media.find_tool(tool)
+            except media.ToolMissing as e:
+                raise RunError(f"stages.{name} needs {tool} to read the clips, and {e}") from None
+        if section.get("download"):
+            import importlib.util
+
+            if importlib.util.find_spec("yt_dlp") is None:
+                raise RunError(f"stages.{name}.download is on but yt-dlp is not installed (pip install yt-dlp)")
+
     def model_name(self) -> str:
         return "ffmpeg"
 
