@@ -17,6 +17,7 @@ import torch
 
 from fusionaudio.errors import CheckpointError
 from fusionaudio.loading.files import listing, read_json_file
+from fusionaudio.loading.weights import index_files
 from fusionaudio.gama.config import GamaConfig, LoraSettings
 
 LOCAL_CONFIG = "fusionaudio_config.json"
@@ -35,10 +36,7 @@ def base_weight_files(directory: Path) -> list[Path]:
     ):
         index = directory / index_name
         if index.is_file() or index.is_symlink():
-            weight_map = read_json_file(index, "weight index").get("weight_map")
-            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-                raise CheckpointError(f"{index}: 'weight_map' must be an object of file names")
-            return [directory / f for f in sorted(set(weight_map.values()))]
+            return index_files(index)  # each name checked to stay inside the directory
         if (directory / single).is_file():
             return [directory / single]
         found = sorted(directory.glob(pattern))
