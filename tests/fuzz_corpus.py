@@ -145,5 +145,5 @@ HUGE_SIZES = (1_000_000, 10**12)
 
 
 def nested_json(depth: int) -> bytes:
-    """``{"a": [[[...]]]}`` nested ``depth`` deep (a request body that would exhaust a recursive parser)."""
+    """``{"model": "m", "messages": [[[...]]]}`` nested ``depth`` deep (exhausts a recursive parser)."""
     return b'{"model": "m", "messages": ' + b"[" * depth + b"]" * depth + b"}"
