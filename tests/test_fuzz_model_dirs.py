@@ -170,6 +170,74 @@ def test_gama_config_sizes_are_checked_before_building(gama_base, tmp_path, monk
     assert "llm.num_hidden_layers" in str(err.value) and "audio.specific_depth" in str(err.value)
 
 
+def _int_fields(config: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out += _int_fields(value, f"{prefix}{key}.")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            out.append(prefix + key)
+    return out
+
+
+def _mutations(config: dict, always: list, n: int, seed: int = 0) -> list:
+    """``always`` plus ``n`` seeded (field, value) pairs: every integer field x {0, -1, 10**12, 2x+1}."""
+    import random
+
+    pairs = [(f, v) for f in _int_fields(config) for v in (0, -1, 10**12, "2x+1")]
+    return always + random.Random(seed).sample(pairs, n)
+
+
+def _mutate(directory: Path, name: str, original: dict, field: str, value) -> None:
+    data = json.loads(json.dumps(original))
+    if value == "2x+1":
+        *parents, last = field.split(".")
+        node = data
+        for key in parents:
+            node = node[key]
+        value = 2 * node[last] + 1
+    _set(data, field, value)
+    (directory / name).write_text(json.dumps(data))
+
+
+def test_gama_config_mutations_load_or_name_the_file(tmp_path):
+    """Any integer of the config changed: the model loads, or a CheckpointError names the config file;
+    never another exception (``audio.patch_size = 0`` was a ZeroDivisionError, a ``pad_token_id`` past the
+    vocabulary an AssertionError from torch)."""
+    from fusionaudio.gama.loading import load_model
+
+    local = _copy(DEMO_MODEL, tmp_path / "local")
+    original = json.loads((local / "fusionaudio_config.json").read_text())
+    escaped = []
+    for field, value in _mutations(original, [("audio.patch_size", 0), ("llm.pad_token_id", 10**12)], 24):
+        _mutate(local, "fusionaudio_config.json", original, field, value)
+        try:
+            load_model(local)
+        except CheckpointError as exc:
+            if "fusionaudio_config.json" not in str(exc) and str(local) not in str(exc):
+                escaped.append((field, value, f"unnamed: {exc}"))
+        except Exception as exc:  # noqa: BLE001 - what the test looks for
+            escaped.append((field, value, f"{type(exc).__name__}: {exc}"))
+    assert not escaped, escaped
+
+
+def test_audsem_config_mutations_load_or_name_the_file(thinkers, tmp_path):
+    from fusionaudio.audsem.loading import load_thinker
+
+    d = _copy(thinkers["thinker"], tmp_path / "t")
+    original = json.loads((d / "config.json").read_text())
+    escaped = []
+    for field, value in _mutations(original, [("text_config.pad_token_id", 10**12)], 24):
+        _mutate(d, "config.json", original, field, value)
+        try:
+            load_thinker(d)
+        except ValueError:  # load_thinker's errors (CheckpointError, or transformers' config validation)
+            pass
+        except Exception as exc:  # noqa: BLE001 - what the test looks for
+            escaped.append((field, value, f"{type(exc).__name__}: {exc}"))
+    assert not escaped, escaped
+
+
 def test_quick_inference_refuses_a_lying_base_directory_with_one_error_line(tmp_path):
     local = _copy(DEMO_MODEL, tmp_path / "local")
     _edit_json(local / "fusionaudio_config.json", lambda d: _set(d, "llm.num_hidden_layers", 1_000_000))

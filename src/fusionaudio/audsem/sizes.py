@@ -55,6 +55,7 @@ def size_problems(thinker: dict, shapes: dict | None, source, prefix: str = "") 
     check_heads(c, t + "num_attention_heads", t + "num_key_value_heads", t + "hidden_size", t + "head_dim",
                 lm + "layers.0.self_attn.k_proj.weight")
     c.bound(t + "max_position_embeddings", 1, MAX_POSITIONS)
+    c.token_ids((t + "pad_token_id", t + "bos_token_id", t + "eos_token_id"), t + "vocab_size")
     a, at = "audio_config.", "model.audio_tower."
     _layers(c, a + "encoder_layers", at + "layers.", weights)
     c.dim(a + "d_model", at + "conv1.weight", 0)

@@ -50,6 +50,8 @@ _FIELD_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bo
 _LLM_INTS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size",
              "num_key_value_heads", "max_position_embeddings")
 _LLM_FLOATS = ("rms_norm_eps", "rope_theta", "initializer_range")
+#: Integer fields of the audio / Q-Former / aggregator / LoRA sections that may be 0 (the others must be >= 1).
+_MAY_BE_ZERO = ("tap_j", "tap_k", "unified_depth")
 
 
 def _wrong(value, kinds) -> bool:
@@ -91,6 +93,9 @@ def config_type_problems(data: dict, reference: bool) -> list[str]:
                 continue
             if kind in _FIELD_TYPES and _wrong(value, _FIELD_TYPES[kind]):
                 problems.append(f"{name}.{f.name} must be {kind}, got {value!r}")
+            elif kind == "int" and value < (0 if f.name in _MAY_BE_ZERO else 1):
+                problems.append(f"{name}.{f.name} must be {'>= 0' if f.name in _MAY_BE_ZERO else 'positive'}, "
+                                f"got {value!r}")
     return problems
 
 

@@ -52,6 +52,7 @@ def size_problems(config: GamaConfig, shapes: dict, layout: str, source) -> Size
     check_heads(c, "llm.num_attention_heads", "llm.num_key_value_heads", "llm.hidden_size", "llm.head_dim",
                 layer0 + "self_attn.k_proj.weight")
     c.bound("llm.max_position_embeddings", 1, MAX_POSITIONS)
+    c.token_ids(("llm.pad_token_id", "llm.bos_token_id", "llm.eos_token_id"), "llm.vocab_size")
     a = "audio_encoder."
     c.layers("audio.specific_depth", a + "blocks_a.")
     c.layers("audio.unified_depth", a + "blocks_u.")

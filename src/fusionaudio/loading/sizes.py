@@ -135,6 +135,21 @@ class SizeCheck:
         if value is not None and not low <= value <= high:
             self.problems.append(f"{self.label(field)} is {value}; it must be between {low:,} and {high:,}")
 
+    def token_ids(self, fields, vocab: str) -> None:
+        """Token ids (an integer, a list of them, or null) must index the embedding: ``0 <= id < vocab``
+        (``-1``, "none" in older configs, is let through). An id past the vocabulary fails deep inside
+        torch (an embedding's ``padding_idx``) or never matches."""
+        size = self.value(vocab)
+        if size is None:
+            return
+        for field in fields:
+            value = self.config.get(field)
+            for token in value if isinstance(value, list) else [value]:
+                if token is not None and (not _is_int(token) or not -1 <= token < size):
+                    self.problems.append(f"{self.label(field)} is {value!r}; a token id must be below "
+                                         f"{self.label(vocab)} ({size})")
+                    break
+
     def raise_problems(self) -> None:
         if self.problems:
             raise CheckpointError(f"{self.source}: the config does not fit the weights: " + "; ".join(self.problems))
