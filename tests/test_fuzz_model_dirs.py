@@ -115,7 +115,7 @@ def test_gama_shards_symlinked_elsewhere_load_but_devices_and_proc_do_not(gama_b
         os.symlink(blobs / f"blob{i}", shard)
     model, _ = load_model(gama_base)
     assert not [n for n, t in model.named_parameters() if t.is_meta]
-    for target in ("/dev/zero", "/proc/self/environ"):
+    for target in [t for t in ("/dev/zero", "/proc/self/environ") if Path(t).exists()]:
         shards[0].unlink()
         os.symlink(target, shards[0])
         with pytest.raises(CheckpointError, match=re.escape(f"{shards[0]}: checkpoint file is not a regular file")):
@@ -313,6 +313,7 @@ def test_audsem_processor_configs_naming_files_outside_are_refused(thinkers, tmp
         OmniAudioProcessor.from_pretrained(d)
 
 
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="no /proc on this system")
 def test_audsem_adapter_file_linked_to_proc_is_refused(tmp_path):
     from fusionaudio.audsem.adapter import apply_adapter
 

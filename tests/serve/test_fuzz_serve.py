@@ -32,6 +32,7 @@ from fusionaudio.serve.backend import Job, Result  # noqa: E402
 from fusionaudio.serve.process import free_port  # noqa: E402
 
 MODEL = "echo"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class EchoBackend:

@@ -25,8 +25,9 @@ def listing(keys, limit: int = 20) -> str:
 
 
 # -- names ------------------------------------------------------------------------------
-#: Pseudo file systems whose files look regular but are not model data (``/proc/self/environ``).
-SPECIAL_ROOTS = ("/proc", "/sys", "/dev")
+#: Pseudo file systems whose files look regular but are not model data (``/proc/self/environ``). Devices
+#: (``/dev/zero``) are not regular files anyway; regular files under ``/dev/shm`` (a RAM disk) are fine.
+SPECIAL_ROOTS = ("/proc", "/sys")
 
 
 def inside(directory, name, what: str = "file", source=None) -> Path:

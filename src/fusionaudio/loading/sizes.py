@@ -31,6 +31,8 @@ def tensor_shapes(files) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     for path in files:
         path = check_path(Path(path), "checkpoint file")
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"{path}: zero-byte checkpoint file")
         try:
             shapes.update(_file_shapes(path))
         except CheckpointError:
