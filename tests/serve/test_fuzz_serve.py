@@ -82,12 +82,13 @@ def test_a_valid_request_still_gets_its_answer(client):
 MALFORMED = {
     "nested 100,000 deep": (nested_json(100_000), None, "nested deeper than 32"),
     "nested 40 deep": (nested_json(40), None, "nested deeper than 32"),
+    "a million values": (json.dumps(body(stop=[0] * 1_000_000)), None, "more than 100,000 JSON values"),
     "seed over 2**64-1": (json.dumps(body(seed=2**64)), "seed", "less than or equal to 18446744073709551615"),
     "seed under -2**63": (json.dumps(body(seed=-(2**63) - 1)), "seed", "greater than or equal to"),
     "lone surrogate in the question": (json.dumps(body("what is \ud800 this?")), "messages[0].content[0].text",
-                                       "unpaired surrogate"),
-    "lone surrogate in a stop string": (json.dumps(body(stop=["\udfff"])), "stop[0]", "unpaired surrogate"),
-    "lone surrogate in a key": ('{"model": "echo", "messages": [], "\\ud800": 1}', None, "unpaired surrogate"),
+                                       "unpaired UTF-16 surrogate"),
+    "lone surrogate in a stop string": (json.dumps(body(stop=["\udfff"])), "stop[0]", "unpaired UTF-16 surrogate"),
+    "lone surrogate in a key": ('{"model": "echo", "messages": [], "\\ud800": 1}', None, "unpaired UTF-16 surrogate"),
 }
 
 
