@@ -1,9 +1,13 @@
-"""A compact corpus of hostile audio inputs, generated on the fly (no binary fixtures).
+"""A compact corpus of hostile inputs, generated on the fly (no binary fixtures).
 
-``make_corpus(folder)`` writes ~60 files and returns ``[(path, expected)]`` where ``expected`` is
+``make_corpus(folder)`` writes ~60 audio files and returns ``[(path, expected)]`` where ``expected`` is
 ``"ok"`` (the front end must give finite features) or a regex that the :class:`AudioError` must
 match. ``mutants(folder, n)`` adds seeded byte-level mutations of valid files, whose outcome is
 "ok or an AudioError naming the file", never another exception.
+
+Model directories (``tests/test_fuzz_model_dirs.py``): ``HOSTILE_NAMES`` are file names a directory may
+give (a shard index, a tokenizer config) that lead out of it, each refused by name; ``HUGE_SIZES`` are
+config sizes no weights hold. Requests (``tests/serve/test_fuzz_serve.py``): ``nested_json``.
 """
 
 from __future__ import annotations
@@ -130,3 +134,16 @@ def mutants(folder: Path, n: int, seed: int = 0) -> list[Path]:
         p.write_bytes(bytes(raw))
         out.append(p)
     return out
+
+
+# ------------------------------------------------------------------------------ model directories
+#: File names that lead out of a model directory (``..``, absolute, devices, /proc, NUL, Windows forms).
+HOSTILE_NAMES = ["../elsewhere/x.safetensors", "../../etc/passwd", "/etc/shadow", "/proc/self/environ", "/dev/zero",
+                 "sub/../../x.bin", "..", "C:\\Windows\\x.bin", "\\\\server\\share\\x.bin", "a\x00b.bin", ""]
+#: Sizes a config may claim that no weights hold (depth: minutes of building modules; width: terabytes).
+HUGE_SIZES = (1_000_000, 10**12)
+
+
+def nested_json(depth: int) -> bytes:
+    """``{"model": "m", "messages": [[[...]]]}`` nested ``depth`` deep (exhausts a recursive parser)."""
+    return b'{"model": "m", "messages": ' + b"[" * depth + b"]" * depth + b"}"

@@ -241,8 +241,8 @@ def test_unexpected_and_missing_and_misshaped_keys_are_listed(tmp_path):
     cfg = GamaConfig.from_name("tiny")
     model = GamaForCausalLM(cfg)
     state = reference_state_dict(model)
-    for case in ("missing", "unexpected", "shape"):
-        d = tmp_path / case
+    for case in ("missing", "unexpected", "shape", "config size"):
+        d = tmp_path / case.replace(" ", "_")
         d.mkdir()
         s = dict(state)
         if case == "missing":
@@ -251,9 +251,12 @@ def test_unexpected_and_missing_and_misshaped_keys_are_listed(tmp_path):
         elif case == "unexpected":
             s["model.some_new_module.weight"] = torch.zeros(2)
             pattern = r"unexpected key.*model\.some_new_module\.weight"
-        else:
+        elif case == "shape":
+            s["model.audio_encoder.norm_a.weight"] = torch.zeros(31)
+            pattern = r"shape mismatch.*audio_encoder\.norm_a\.weight"
+        else:  # a size the config gives: the error names the config field
             s["model.query_tokens"] = torch.zeros(1, 31, 32)
-            pattern = r"shape mismatch.*query_tokens"
+            pattern = r"fusionaudio\.qformer\.num_query_tokens is 32 but .*query_tokens has shape \(1, 31, 32\)"
         save_file(s, str(d / "model.safetensors"))
         write_reference_config(cfg, d)
         train_tokenizer(d, vocab_size=cfg.llm["vocab_size"])

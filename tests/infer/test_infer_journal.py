@@ -50,6 +50,35 @@ def test_plain_run_and_shard_run_on_one_output_refuse_each_other(text_input, tin
     assert infer.main(_argv(path, out, tiny_base_dir)) == 0  # free again
 
 
+def test_two_runs_on_one_output_refuse_each_other_whatever_their_work_dir(text_input, tiny_base_dir, tmp_path,
+                                                                            caplog, capsys):
+    path, _ = text_input
+    out = tmp_path / "preds.json"
+    held = journal.RunLock(tmp_path / "work_a", exclusive=True, what="run A", output=out)  # run A is writing out
+    try:
+        for argv in (_argv(path, out, tiny_base_dir, "--work_dir", str(tmp_path / "work_b")),
+                     ["merge", "--json_input", str(path), "--json_output", str(out), "--work_dir",
+                      str(tmp_path / "work_a")]):
+            caplog.clear()
+            assert infer.main(argv) == 2
+            err = caplog.text + capsys.readouterr().err
+            assert f"{out} is being written by another run" in err and "another --work_dir" not in err
+        assert not (tmp_path / "work_b").exists() or not list((tmp_path / "work_b").glob("shard-*.jsonl"))
+        assert not out.exists()
+    finally:
+        held.close()
+    work = tmp_path / "work_c"
+    held = journal.RunLock(work, exclusive=True, what="run C", output=tmp_path / "other.json")
+    try:  # the same work dir for another output: refused by the work dir's lock, with advice that works
+        assert infer.main(_argv(path, out, tiny_base_dir, "--work_dir", str(work))) == 2
+        err = caplog.text + capsys.readouterr().err
+        assert "is in use by another run" in err and "needs its own --work_dir" in err
+    finally:
+        held.close()
+    assert infer.main(_argv(path, out, tiny_base_dir, "--work_dir", str(tmp_path / "work_b"))) == 0
+    assert len(json.loads(out.read_text())) == 4
+
+
 def test_output_equal_to_input_is_refused(text_input, tiny_base_dir, caplog, capsys):
     path, _ = text_input
     before = path.read_bytes()

@@ -38,6 +38,28 @@ def test_bad_clip_lists_name_the_row(tmp_path, body, message):
     assert message in str(e.value) and "clips.csv:" in str(e.value)
 
 
+def test_every_bad_row_is_listed_in_one_error_and_nan_times_are_refused(tmp_path):
+    rows = ["path,id,start,end", "good.wav,g1,0,1", "a.wav,,nan,", "b.wav,,,inf", "c.wav,,-inf,2", "d.wav,,NaN,1",
+            "e.wav,,soon,", "f.wav,,3,2", ",x,,", "h.wav,../evil,,", "good.wav,g1,,", "i.wav,,-1,", "good2.wav,g2,,"]
+    (tmp_path / "clips.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(InputError) as e:
+        read_clips(tmp_path / "clips.csv")
+    msg = str(e.value)
+    assert "10 bad row(s)" in msg, msg
+    for line in range(3, 13):  # every bad row, by its line in the file
+        assert f"clips.csv:{line}:" in msg, (line, msg)
+    assert "clips.csv:2:" not in msg and "clips.csv:14:" not in msg
+    for needle in ("start='nan' is not a finite number", "end='inf' is not a finite number",
+                   "start='-inf' is not a finite number", "start='NaN' is not a finite number"):
+        assert needle in msg, msg
+    (tmp_path / "c.jsonl").write_text('{"path": "a.wav", "start": NaN}\n{oops\n[1]\n{"path": "b.wav"}\n'
+                                      '{"path": "c.wav", "end": Infinity}\n')
+    with pytest.raises(InputError) as e:
+        read_clips(tmp_path / "c.jsonl")
+    msg = str(e.value)
+    assert "4 bad row(s)" in msg and all(f"c.jsonl:{n}:" in msg for n in (1, 2, 3, 5)), msg
+
+
 def test_bad_jsonl_line(tmp_path):
     (tmp_path / "c.jsonl").write_text('{"path": "a.wav"}\n{oops\n')
     with pytest.raises(InputError, match=r"c.jsonl:2: invalid JSON on line 2"):

@@ -172,6 +172,11 @@ BAD_CASES = {
     "two turns": ({"model": MODEL, "messages": [{"role": "system", "content": "x"}, *user("hi")]}, 400, None,
                   "system"),
     "not json": ("{not json", 400, "invalid_json", "JSON"),
+    "nested 100,000 deep": (b'{"model": "x", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400,
+                            "invalid_json", "nested deeper"),
+    "seed over 64 bits": ({"model": MODEL, "messages": user("hi"), "seed": 2**64}, 400, "invalid_type", "seed"),
+    "lone surrogate": ('{"model": "%s", "messages": [{"role": "user", "content": "why \\ud800?"}]}' % MODEL, 400,
+                       "invalid_value", "surrogate"),
     "body too large": ("x" * (1024 * 1024 + 10), 413, "request_too_large", "limit"),
 }
 

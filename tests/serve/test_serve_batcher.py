@@ -63,6 +63,22 @@ def test_stream_deltas_concatenate_to_the_answer(backend, fbank):
     assert len(pieces) > 3 and "".join(pieces) == result.text
 
 
+def test_a_cancelled_row_stops_and_frees_its_batch(backend, fbank):
+    """A client that hangs up (``job.cancel()``, what the API does) stops its row at the next token; the
+    other rows of the batch are unchanged, and a batch whose rows are all cancelled stops."""
+    long = GenSettings(False, 1, 1, 1, max_tokens=40)
+    alone = backend.run([job("What do you hear?", fbank, long)])[0]
+    leaving = job("Describe the audio.", fbank, long)
+    leaving.on_delta = lambda _text: leaving.cancel()  # hang up after the first piece
+    rows = backend.run([leaving, job("What do you hear?", fbank, long)])
+    assert rows[0].finish_reason == "cancelled" and rows[0].completion_tokens < alone.completion_tokens
+    assert (rows[1].text, rows[1].completion_tokens) == (alone.text, alone.completion_tokens)
+    gone = [job("Describe the audio.", fbank, long) for _ in range(2)]
+    for j in gone:
+        j.on_delta = lambda _text, j=j: j.cancel()
+    assert all(r.finish_reason == "cancelled" and r.completion_tokens < 10 for r in backend.run(gone))
+
+
 def test_stop_helpers():
     assert _cut_at_stop("a loud tone, then", (",", "then")) == ("a loud tone", True)
     assert _cut_at_stop("no stop here", ("xyz",)) == ("no stop here", False)

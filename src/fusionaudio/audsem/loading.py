@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from fusionaudio.audsem.sizes import check_thinker_sizes
 from fusionaudio.errors import CheckpointError
 from fusionaudio.loading.files import read_json_object, refuse_remote_code
 from fusionaudio.loading.weights import resolve_dtype
@@ -36,9 +37,12 @@ def load_thinker(base_model_path, dtype=torch.float32, device="cpu"):
     from transformers import AutoConfig, Qwen2_5OmniThinkerForConditionalGeneration
 
     path = Path(base_model_path)
-    model_type = _read_config(path).get("model_type")
+    raw = _read_config(path)
+    model_type = raw.get("model_type")
     if model_type not in OMNI_TYPES:
         raise ValueError(f"{path}: model_type {model_type!r} is not a Qwen2.5-Omni checkpoint ({', '.join(OMNI_TYPES)})")
+    # before transformers reads anything: shard names stay inside the directory, sizes fit the weights
+    check_thinker_sizes(raw, path, with_weights=str(device) != "meta")
     config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
     if model_type == "qwen2_5_omni":
         config = config.thinker_config

@@ -21,7 +21,6 @@ text is encoded with ``encode_marked_chat``, so only the template's own control 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -67,17 +66,18 @@ class OmniAudioProcessor:
         path = Path(path)
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: processor directory not found")
-        from fusionaudio.loading.files import read_json_object, refuse_remote_code
+        from fusionaudio.loading.files import check_named_files, read_json_file, refuse_remote_code
 
+        configs = {}
         for name in ("tokenizer_config.json", "config.json", "processor_config.json", "preprocessor_config.json"):
-            if (path / name).is_file():
-                refuse_remote_code(read_json_object(path / name), path / name)
+            if (path / name).is_file() or (path / name).is_symlink():
+                configs[name] = read_json_file(path / name, name)
+                refuse_remote_code(configs[name], path / name)
+                check_named_files(configs[name], path, path / name)  # every file it names stays inside
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-        fe_file = path / "preprocessor_config.json"
-        proc_file = path / "processor_config.json"
-        proc_cfg = json.loads(proc_file.read_text()) if proc_file.is_file() else {}
-        if fe_file.is_file():
-            fe_cfg = json.loads(fe_file.read_text())
+        proc_cfg = configs.get("processor_config.json", {})
+        if "preprocessor_config.json" in configs:
+            fe_cfg = configs["preprocessor_config.json"]
         elif isinstance(proc_cfg.get("feature_extractor"), dict):
             fe_cfg = proc_cfg["feature_extractor"]
         else:
@@ -187,15 +187,17 @@ class OmniAudioProcessor:
 def _find_chat_template(path: Path, proc_cfg: dict, tokenizer) -> str:
     if isinstance(proc_cfg.get("chat_template"), str):
         return proc_cfg["chat_template"]
+    from fusionaudio.loading.files import check_path, read_json_file
+
     json_file = path / "chat_template.json"
-    if json_file.is_file():
-        template = json.loads(json_file.read_text()).get("chat_template")
+    if json_file.is_file() or json_file.is_symlink():
+        template = read_json_file(json_file, "chat template").get("chat_template")
         if isinstance(template, str):
             return template
         raise ValueError(f"{json_file}: no 'chat_template' string inside")
     jinja_file = path / "chat_template.jinja"
-    if jinja_file.is_file():
-        return jinja_file.read_text()
+    if jinja_file.is_file() or jinja_file.is_symlink():
+        return check_path(jinja_file, "chat template").read_text()
     if isinstance(getattr(tokenizer, "chat_template", None), str):
         return tokenizer.chat_template
     raise FileNotFoundError(

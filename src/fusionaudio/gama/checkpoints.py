@@ -17,6 +17,7 @@ import torch
 
 from fusionaudio.errors import CheckpointError
 from fusionaudio.loading.files import listing, read_json_file
+from fusionaudio.loading.weights import index_files
 from fusionaudio.gama.config import GamaConfig, LoraSettings
 
 LOCAL_CONFIG = "fusionaudio_config.json"
@@ -35,10 +36,7 @@ def base_weight_files(directory: Path) -> list[Path]:
     ):
         index = directory / index_name
         if index.is_file() or index.is_symlink():
-            weight_map = read_json_file(index, "weight index").get("weight_map")
-            if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
-                raise CheckpointError(f"{index}: 'weight_map' must be an object of file names")
-            return [directory / f for f in sorted(set(weight_map.values()))]
+            return index_files(index)  # each name checked to stay inside the directory
         if (directory / single).is_file():
             return [directory / single]
         found = sorted(directory.glob(pattern))
@@ -52,6 +50,8 @@ _FIELD_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bo
 _LLM_INTS = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size", "intermediate_size",
              "num_key_value_heads", "max_position_embeddings")
 _LLM_FLOATS = ("rms_norm_eps", "rope_theta", "initializer_range")
+#: Integer fields of the audio / Q-Former / aggregator / LoRA sections that may be 0 (the others must be >= 1).
+_MAY_BE_ZERO = ("tap_j", "tap_k", "unified_depth")
 
 
 def _wrong(value, kinds) -> bool:
@@ -93,6 +93,9 @@ def config_type_problems(data: dict, reference: bool) -> list[str]:
                 continue
             if kind in _FIELD_TYPES and _wrong(value, _FIELD_TYPES[kind]):
                 problems.append(f"{name}.{f.name} must be {kind}, got {value!r}")
+            elif kind == "int" and value < (0 if f.name in _MAY_BE_ZERO else 1):
+                problems.append(f"{name}.{f.name} must be {'>= 0' if f.name in _MAY_BE_ZERO else 'positive'}, "
+                                f"got {value!r}")
     return problems
 
 

@@ -22,6 +22,7 @@ from fusionaudio.loading.files import listing
 from fusionaudio.loading.weights import load_state_file, resolve_dtype, state_keys
 from fusionaudio.gama.config import GamaConfig
 from fusionaudio.gama.modeling import GamaForCausalLM
+from fusionaudio.gama.sizes import check_sizes
 from fusionaudio.gama.keymap import UnmappedKeyError, known_unused_group, reference_to_local
 
 log = logging.getLogger("fusionaudio.load")
@@ -132,13 +133,14 @@ def load_base(directory: str | Path, device="cpu", dtype=torch.float32, lora: bo
             raise ValueError(f"cannot override config section {name!r}; only {FINETUNE_SECTIONS}")
         setattr(config, name, value)
     config.lora = effective_lora(config.lora)
+    files = [directory / LOCAL_WEIGHTS] if layout == "local" else base_weight_files(directory)
+    check_sizes(config, files, layout, directory)  # before building: a config's sizes must fit its weights
     with torch.device("meta"):
         model = GamaForCausalLM(config)
     if layout == "local" and config.lora is not None and lora:
         with torch.device("meta"):
             model.enable_lora(config.lora)
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    files = [directory / LOCAL_WEIGHTS] if layout == "local" else base_weight_files(directory)
     state, unused, unexpected, wrong = {}, Counter(), [], []
     for path in files:
         origin = {}

@@ -25,7 +25,7 @@ from pathlib import Path
 from transformers.tokenization_python import PreTrainedTokenizer
 
 from fusionaudio.errors import CheckpointError
-from fusionaudio.loading.files import read_json_object, refuse_remote_code
+from fusionaudio.loading.files import check_named_files, check_path, read_json_object, refuse_remote_code
 
 log = logging.getLogger("fusionaudio.gama.tokenizer")
 
@@ -191,8 +191,9 @@ def _settings(directory: Path) -> dict:
     if not path.is_file():
         log.info("%s: no %s; using Llama-2's settings (BOS added, no EOS)", directory, TOKENIZER_CONFIG)
         return dict(LLAMA2_SETTINGS)
-    cfg = read_json_object(path)
+    cfg = read_json_object(check_path(path, TOKENIZER_CONFIG))
     refuse_remote_code(cfg, path)
+    check_named_files(cfg, directory, path, "tokenizer file")  # e.g. fast_tokenizer_files, vocab_file
     cls = cfg.get("tokenizer_class")
     if cls is not None and cls not in _LLAMA_CLASSES:
         raise TokenizerError(f"{path}: tokenizer_class {cls!r} is not a Llama SentencePiece tokenizer "
@@ -236,6 +237,7 @@ def _check_special_tokens(sp, settings: dict, directory: Path) -> None:
 
 def _load_sentencepiece(directory: Path) -> SentencePieceTokenizer:
     settings = _settings(directory)
+    check_path(directory / SP_MODEL, "tokenizer model")
     try:
         tok = SentencePieceTokenizer(directory / SP_MODEL, **{k: v for k, v in settings.items() if not k.startswith("_")})
     except TokenizerError:
@@ -246,6 +248,7 @@ def _load_sentencepiece(directory: Path) -> SentencePieceTokenizer:
     if (directory / TOKENIZER_JSON).is_file():
         from fusionaudio.gama.tokenizer_json import report_disagreement
 
+        check_path(directory / TOKENIZER_JSON, TOKENIZER_JSON)
         report_disagreement(directory / TOKENIZER_JSON, tok)
     return tok
 
@@ -259,6 +262,7 @@ def _load_tokenizer_json(directory: Path):
         raise TokenizerError(f"{directory}: {TOKENIZER_JSON} without {TOKENIZER_CONFIG} (and no {SP_MODEL}); "
                              "cannot tell the BOS/EOS settings")
     settings = _settings(directory)
+    check_path(directory / TOKENIZER_JSON, TOKENIZER_JSON)
     try:
         tok = AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False,
                                             split_special_tokens=True)

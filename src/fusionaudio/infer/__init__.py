@@ -49,8 +49,9 @@ line, left by a kill, is ignored and cut off before that shard appends again), s
 works only on the rest; so the world size may change between attempts. ``run_config.json`` holds the settings
 that change predictions (model, dtype, generation options, ...); a restart with different settings is
 refused rather than mixing results.
-``<work_dir>/.lock`` is held by each run (exclusively by a whole run, shared by a shard or torchrun rank), so two
-runs on one output refuse each other; ``--json_output`` equal to ``--json_input`` is refused; temporary files
+``<work_dir>/.lock`` and ``.<output name>.lock`` beside ``--json_output`` are held by each run (exclusively by
+a whole run, shared by a shard or torchrun rank), so two runs on one output refuse each other, whatever their
+``--work_dir``; ``--json_output`` equal to ``--json_input`` is refused; temporary files
 left by a killed write are removed by the next run; an I/O error (disk full, ...) names the file. The merge (the parent process, rank 0 after a barrier, or the ``merge``
 command) writes ``json_output`` only when every record is finished; otherwise it names the missing records
 and exits with status 1.

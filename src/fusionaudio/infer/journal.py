@@ -186,26 +186,53 @@ class ShardProgress:
 # --------------------------------------------------------------------------- locks and temp files
 
 
-class RunLock:
-    """``<work_dir>/.lock``: a whole run (one process, or a ``--num_workers`` parent) holds it
-    exclusively; a part of a run (``--shard R/W``, a torchrun rank, the ``merge`` command) holds it
-    shared. So a plain run and a shard run on one output refuse each other, while the shards of one
-    run go side by side (two of them on the same shard file are refused by the shard's own lock)."""
+def output_lock_path(json_output) -> Path:
+    """``.<name>.lock`` beside the output: held by every run that will write ``json_output``."""
+    path = Path(json_output)
+    return path.with_name(f".{path.name}.lock")
 
-    def __init__(self, work_dir: Path, exclusive: bool, what: str):
+
+def _take_lock(path: Path, exclusive: bool, refusal: str):
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file = open(path, "a")
+    except OSError as exc:
+        raise io_error(path, exc, "create the lock file") from None
+    if not _flock(file, exclusive):
+        file.close()
+        raise InferError(refusal)
+    return file
+
+
+class RunLock:
+    """Two locks. The output's (``.<name>.lock`` beside ``json_output``, when given): whatever the work
+    directory, two runs never write the same output. The work directory's (``<work_dir>/.lock``).
+    Each is held exclusively by a whole run (one process, or a ``--num_workers`` parent) and shared by a
+    part of a run (``--shard R/W``, a torchrun rank, the ``merge`` command). So a plain run and a shard
+    run on one output refuse each other, while the shards of one run go side by side (two of them on the
+    same shard file are refused by the shard's own lock)."""
+
+    def __init__(self, work_dir: Path, exclusive: bool, what: str, output=None):
         self.path = Path(work_dir) / LOCK_NAME
+        self.files = []
+        if output is not None:
+            lock = output_lock_path(output)
+            self.files.append(_take_lock(lock, exclusive, (
+                f"{output} is being written by another run ({lock} is locked): {what} cannot write it too. "
+                "Wait for that run to finish, or write to another --json_output")))
         try:
-            self.file = open(self.path, "a")
-        except OSError as exc:
-            raise io_error(self.path, exc, "create the lock file") from None
-        if not _flock(self.file, exclusive):
-            self.file.close()
-            raise InferError(f"{Path(work_dir)} is in use by another run ({self.path} is locked): {what} cannot "
-                             "run beside it. Wait for it to finish, or use another --json_output/--work_dir")
+            self.files.append(_take_lock(self.path, exclusive, (
+                f"{Path(work_dir)} is in use by another run ({self.path} is locked): {what} cannot run beside it. "
+                "Wait for it to finish (a run with another --json_output needs its own --work_dir too)")))
+        except InferError:
+            self.close()
+            raise
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.file.close()
+        for file in self.files:
+            with contextlib.suppress(OSError):
+                file.close()
+        self.files = []
 
 
 def _pid_alive(pid: int) -> bool:

@@ -28,7 +28,7 @@ def merge(json_input, json_output, work_dir=None, answer_field: str = "predictio
     check_paths(json_input, json_output, work_dir)
     if not work_dir.is_dir():
         raise InferError(f"work dir {work_dir} not found (run inference first, or pass --work_dir)")
-    held = journal.RunLock(work_dir, exclusive=False, what="merge") if lock else None
+    held = journal.RunLock(work_dir, exclusive=False, what="merge", output=json_output) if lock else None
     try:
         return _merge(json_input, Path(json_output), work_dir, answer_field)
     finally:

@@ -157,7 +157,7 @@ def _resolve_dtype(args, device) -> None:
 
 def _locked(args, exclusive: bool, what: str):
     work_dir = journal.make_work_dir(work_dir_of(args))
-    return journal.RunLock(work_dir, exclusive, what)
+    return journal.RunLock(work_dir, exclusive, what, output=args.json_output)  # the output, whatever the work dir
 
 
 def run_single(args) -> int:

@@ -7,7 +7,33 @@ from pathlib import Path
 import torch
 
 from fusionaudio.errors import CheckpointError
-from fusionaudio.loading.files import check_path
+from fusionaudio.loading.files import check_path, inside, read_json_file
+
+#: The shard indexes of a sharded model directory (Hugging Face names), safetensors first.
+WEIGHT_INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def index_files(index: Path) -> list[Path]:
+    """The shard files a weight index (``*.index.json``) names in its ``weight_map``, in name order. Each
+    name must stay inside the index's directory (:func:`~fusionaudio.loading.files.inside`): ``..``, an
+    absolute path or a device is refused by name, before any shard is opened."""
+    index = Path(index)
+    weight_map = read_json_file(index, "weight index").get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{index}: 'weight_map' must be an object of file names")
+    return [inside(index.parent, name, "weight shard", index) for name in sorted(set(weight_map.values()))]
+
+
+def check_weight_indexes(directory: Path) -> list[Path]:
+    """Check the shard names of every weight index in ``directory`` (for loaders that read the index
+    themselves, e.g. transformers' ``from_pretrained``); returns the shards of the first one found."""
+    found = []
+    for name in WEIGHT_INDEXES:
+        index = Path(directory) / name
+        if index.is_file() or index.is_symlink():
+            files = index_files(index)
+            found = found or files
+    return found
 
 
 def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:

@@ -20,6 +20,7 @@ from torch import nn
 
 from fusionaudio.retrieval import frontend
 from fusionaudio.retrieval.keymap import CheckpointMismatch, load_strict, map_state_dict
+from fusionaudio.retrieval.sizes import check_ase_sizes
 
 TEXT_MAX_LENGTH = 30
 _A = "audio_encoder.audio_enc."
@@ -244,12 +245,13 @@ def _check_yaml(cfg: dict | None) -> None:
         raise CheckpointMismatch(f"cp['config'] text_encoder_args = {text}: only a BERT text encoder is supported")
 
 
-def _bert_config(text_model_dir, sd: dict):
+def _bert_config(text_model_dir, sd: dict, yaml_cfg: dict | None = None):
     from transformers import BertConfig
 
     d = Path(text_model_dir)
     if not (d / "config.json").is_file():
         raise FileNotFoundError(f"text model directory {d} has no config.json (need a local bert-base-uncased)")
+    check_ase_sizes(d, sd, yaml_cfg)  # before anything is built: the config's sizes must fit the checkpoint
     cfg = BertConfig.from_pretrained(str(d), local_files_only=True)
     vocab = sd.get("text_encoder.text_encoder.embeddings.word_embeddings.weight")
     if vocab is not None and tuple(vocab.shape) != (cfg.vocab_size, cfg.hidden_size):
@@ -270,7 +272,7 @@ def load_ase(checkpoint, text_model_dir, device: str = "cpu") -> AseModel:
     sd, yaml_cfg = read_checkpoint(checkpoint)
     _check_yaml(yaml_cfg)
     config = AseConfig.from_state_dict(sd, yaml_cfg)
-    bert_cfg = _bert_config(text_model_dir, sd)
+    bert_cfg = _bert_config(text_model_dir, sd, yaml_cfg)
     tokenizer = BertTokenizer.from_pretrained(str(text_model_dir), local_files_only=True)
     model = AseModel(config, bert_cfg, tokenizer)
     mapped, report = map_state_dict(sd, model.derived_buffers())

@@ -48,6 +48,9 @@ class ClapDualEncoder:
         if model is None or processor is None:
             if not Path(model_dir).is_dir():
                 raise FileNotFoundError(f"CLAP model directory not found: {model_dir} (only local directories are loaded)")
+            from fusionaudio.retrieval.sizes import check_clap_dir
+
+            check_clap_dir(model_dir)  # names inside the directory, sizes that fit the weights: before building
             model = ClapModel.from_pretrained(str(model_dir), local_files_only=True)
             processor = ClapProcessor.from_pretrained(str(model_dir), local_files_only=True)
         self.torch, self.model, self.processor = torch, model.to(device), processor

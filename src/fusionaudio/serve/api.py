@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from fusionaudio.serve import chat
 from fusionaudio.serve.batcher import Batcher
 from fusionaudio.serve.errors import ApiError, bad_request
-from fusionaudio.serve.schemas import ChatCompletionRequest
+from fusionaudio.serve.schemas import MAX_JSON_DEPTH, ChatCompletionRequest, json_problem
 
 log = logging.getLogger("fusionaudio.serve")
 _DONE = object()
@@ -69,8 +69,13 @@ def _parse(body: bytes) -> ChatCompletionRequest:
         obj = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise bad_request(f"body is not valid JSON ({exc})", code="invalid_json") from exc
+    except RecursionError:  # nested deeper than the parser's stack: a client error, not the server's
+        raise bad_request(f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels", code="invalid_json") from None
     if not isinstance(obj, dict):
         raise bad_request(f"body must be a JSON object, got {type(obj).__name__}", code="invalid_type")
+    problem = json_problem(obj)  # too deep, or text that is not valid Unicode (a lone surrogate)
+    if problem:
+        raise bad_request(problem[0], param=problem[1], code="invalid_json" if problem[1] is None else "invalid_value")
     try:
         return ChatCompletionRequest.model_validate(obj)
     except ValidationError as exc:
@@ -79,7 +84,9 @@ def _parse(body: bytes) -> ChatCompletionRequest:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_request, exc: ApiError):
+    async def _api_error(request, exc: ApiError):
+        if exc.status < 500:  # a client's mistake: one line, no traceback
+            log.info("%s %s: %d %s", request.method, request.url.path, exc.status, exc.message[:300])
         return _error_response(exc)
 
     @app.exception_handler(StarletteHTTPException)
@@ -89,8 +96,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_request, exc: Exception):
-        log.exception("unexpected error")
-        return _error_response(chat.server_error(exc))
+        log.exception("unexpected error")  # the server's own failure: 500, with the traceback in the log
+        return _error_response(chat.server_error(exc, "internal error"))
 
 
 def _check_key(api_key: str | None, request: Request) -> None:
@@ -108,18 +115,25 @@ async def _stream(backend, model_id: str, job, fut, pieces: asyncio.Queue, inclu
     def event(obj) -> str:
         return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
-    yield event(chat.chunk(cid, created, model_id, {"role": "assistant", "content": ""}))
-    while (piece := await pieces.get()) is not _DONE:
-        yield event(chat.chunk(cid, created, model_id, {"content": piece}))
-    if fut.exception() is not None:
-        yield event(chat.server_error(fut.exception()).body())
-    else:
-        result = fut.result()
-        yield event(chat.chunk(cid, created, model_id, {}, result.finish_reason,
-                               extra=chat.extension(backend, job, result)))
-        if include_usage:
-            yield event(chat.chunk(cid, created, model_id, None, usage_=chat.usage(job, result)))
-    yield "data: [DONE]\n\n"
+    finished = False
+    try:
+        yield event(chat.chunk(cid, created, model_id, {"role": "assistant", "content": ""}))
+        while (piece := await pieces.get()) is not _DONE:
+            yield event(chat.chunk(cid, created, model_id, {"content": piece}))
+        if fut.exception() is not None:
+            yield event(chat.server_error(fut.exception()).body())
+        else:
+            result = fut.result()
+            yield event(chat.chunk(cid, created, model_id, {}, result.finish_reason,
+                                   extra=chat.extension(backend, job, result)))
+            if include_usage:
+                yield event(chat.chunk(cid, created, model_id, None, usage_=chat.usage(job, result)))
+        yield "data: [DONE]\n\n"
+        finished = True
+    finally:
+        if not finished:  # the client hung up (or the stream was cancelled): stop generating for it
+            job.cancel()
+            fut.cancel()  # still queued: the batcher skips it; running: the row stops at its next token
 
 
 def create_app(backend, config: ServeConfig | None = None, batcher: Batcher | None = None) -> FastAPI:

@@ -47,10 +47,15 @@ class Job:
     settings: GenSettings | None = None  # set by the API from the request's sampling fields
     on_delta: Callable[[str], None] | None = None  # streaming: called with each new piece of text
     emitted: str = ""  # text already streamed (a retried job does not repeat it)
+    cancelled: bool = False  # set (from the server's thread) when the client went away
 
     @property
     def has_audio(self) -> bool:
         return self.features is not None
+
+    def cancel(self) -> None:
+        """The client is gone: a running GAMA row stops at its next token (its batch slot is freed)."""
+        self.cancelled = True
 
 
 @dataclass
@@ -58,7 +63,7 @@ class Result:
     text: str  # what the client sees as message.content
     raw: str  # the model's whole output
     completion_tokens: int
-    finish_reason: str  # "stop" | "length"
+    finish_reason: str  # "stop" | "length" ("cancelled": the client hung up; never sent)
     structured: dict | None = None
     batch_size: int = 1
     extra: dict = field(default_factory=dict)
@@ -86,7 +91,8 @@ class _Row:
 
 
 class BatchWatcher:
-    """A per-row ``StoppingCriteria``: own ``max_tokens`` and ``stop`` strings, streaming deltas."""
+    """A per-row ``StoppingCriteria``: own ``max_tokens`` and ``stop`` strings, streaming deltas; a row whose
+    client hung up (``job.cancelled``) is done at once, so a batch whose rows are all done stops."""
 
     def __init__(self, jobs: list[Job], tokenizer, eos_id: int):
         self.rows, self.tok, self.eos_id = [_Row(j) for j in jobs], tokenizer, eos_id
@@ -113,6 +119,9 @@ class BatchWatcher:
         last = input_ids[:, -1].tolist()
         for row, token in zip(self.rows, last):
             if row.done:
+                continue
+            if row.job.cancelled:  # the client hung up: this row generates no more
+                row.done, row.reason = True, "cancelled"
                 continue
             if token == self.eos_id:
                 row.done, row.reason, row.eos = True, "stop", True

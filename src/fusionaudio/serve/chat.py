@@ -121,8 +121,9 @@ def make_job(backend, question: str, raw: bytes | None, fmt: str | None, setting
     return job
 
 
-def server_error(exc: BaseException) -> ApiError:
-    return ApiError(500, f"generation failed: {type(exc).__name__}: {exc}", type="server_error")
+def server_error(exc: BaseException, what: str = "generation failed") -> ApiError:
+    """The server's own failure (500, type ``server_error``): never a client's mistake, which is a 4xx."""
+    return ApiError(500, f"{what}: {type(exc).__name__}: {exc}", type="server_error")
 
 
 # ------------------------------------------------------------------------------------ responses

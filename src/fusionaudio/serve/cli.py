@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from fusionaudio.commands import HelpFormatter, run_command
+from fusionaudio.errors import UsageError
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -38,6 +39,11 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--min_wait_ms", type=float, default=20.0,
                    help="shortest wait after a batch's first request (0: a lone request starts at once)")
     p.add_argument("--max_body_mb", type=float, default=16.0, help="largest request body (MB)")
+    p.add_argument("--request_timeout", type=float, default=30.0,
+                   help="seconds a client has to send a whole request (line, headers, body) once it starts, and "
+                        "the longest a connection may sit idle; slower ones get 408 and are closed")
+    p.add_argument("--max_connections_per_client", type=int, default=64,
+                   help="most connections one client address may hold open; more get 429 and are closed")
     return p
 
 
@@ -78,18 +84,21 @@ def serve_main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     def run():
-        import uvicorn
-
         from fusionaudio.serve.api import ServeConfig, create_app
         from fusionaudio.serve.chat import Limits
+        from fusionaudio.serve.connections import ClientLimits, serve_app
 
+        try:
+            client_limits = ClientLimits(args.request_timeout, args.max_connections_per_client)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         backend = load_backend(args)
         config = ServeConfig(model_id=default_model_name(args), api_key=args.api_key,
                              max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_batch_size=args.max_batch_size,
                              max_wait_ms=args.max_wait_ms, min_wait_ms=args.min_wait_ms,
                              limits=Limits(max_audio_seconds=args.max_audio_seconds, max_tokens=args.max_tokens))
         print(f"serving {config.model_id!r} ({backend.arch}) on http://{args.host}:{args.port}/v1", file=sys.stderr)
-        uvicorn.run(create_app(backend, config), host=args.host, port=args.port, log_level="warning")
+        serve_app(create_app(backend, config), args.host, args.port, client_limits)
 
     return run_command(run)
 
