@@ -115,6 +115,10 @@ def _trainer(env, tmp_path, rewards=None, **config):
 
 def test_rollouts_and_log_probs_get_each_rows_clip(env, tmp_path):
     trainer = _trainer(env, tmp_path, temperature=0.05)
+    config = trainer.model.config
+    placeholders = {config.audio_token_index, config.audio_start_token_id, config.audio_end_token_id,
+                    config.image_token_index, config.video_token_index}
+    assert placeholders <= set(trainer.generation_config.suppress_tokens)  # never sampled: they'd miss features
     handed = []
     generate = trainer.model.generate
 

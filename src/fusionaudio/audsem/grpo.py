@@ -243,6 +243,8 @@ def grpo(base_model_path: str, data_path: str, output_dir: str, model_path: str 
     out = Path(output_dir)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     torch_dtype = resolve_dtype(("bfloat16" if device.startswith("cuda") else "float32") if dtype == "auto" else dtype)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"device {device!r} asked for but CUDA is not available")
     if torch_dtype not in (torch.float32, torch.bfloat16):
         raise UsageError(f"dtype must be float32 or bfloat16 for training, got {dtype}")
     resume = _resume_point(resume_from_checkpoint, out, options)

@@ -12,6 +12,9 @@ TRL's trainer knows images, not audio. Three methods change, each only to add th
 * :meth:`AudioGRPOTrainer._get_per_token_logps_and_entropies` gives the model each row's features in every
   log-prob pass (old policy, reference, and the loss), and raises if a pass comes without them.
 
+Rollouts never sample the audio / image / video placeholder or bracket tokens (``suppress_tokens``): such a
+token in a completion would not match the clip's features in the log-prob passes.
+
 vLLM rollouts are refused: TRL sends vLLM the prompt tokens only, so its rollouts would not hear the audio
 (upstream's vLLM path had exactly that defect).
 """
@@ -28,6 +31,10 @@ from fusionaudio.audsem.grpo_data import load_clip, prompt_ids
 from fusionaudio.errors import UsageError
 
 __all__ = ["AudioGRPOTrainer"]
+
+#: Thinker config fields naming the multimodal placeholder and bracket tokens (never sampled in a rollout).
+_PLACEHOLDER_IDS = ("audio_token_index", "audio_start_token_id", "audio_end_token_id", "image_token_index",
+                    "video_token_index", "vision_start_token_id", "vision_end_token_id")
 
 
 class _WithAudio:
@@ -75,6 +82,13 @@ class AudioGRPOTrainer(GRPOTrainer):
         for name, param in self.model.named_parameters():
             if ".ref." in name:
                 param.requires_grad_(False)
+        # A sampled audio / image / video placeholder or bracket token would not match the features in the
+        # log-prob passes (TRL suppresses the image token for vision models the same way).
+        config = self.accelerator.unwrap_model(self.model).config
+        placeholders = {getattr(config, name) for name in _PLACEHOLDER_IDS if getattr(config, name, None) is not None}
+        suppressed = sorted(placeholders | set(self.generation_config.suppress_tokens or []))
+        self.generation_config.suppress_tokens = suppressed
+        self.generation_kwargs["suppress_tokens"] = suppressed
 
     # ------------------------------------------------------------------------------------ audio rows
     def _clip_features(self, inputs: list[dict]):
