@@ -68,7 +68,7 @@ def test_function_parser_takes_flags_defaults_and_docstring_help():
 COMMANDS = [["quick_inference.py"], ["-m", "fusionaudio.cli", "infer"], ["-m", "fusionaudio.cli", "train"],
             ["-m", "fusionaudio.cli", "export"], ["-m", "fusionaudio.retrieval", "train"],
             ["-m", "fusionaudio.evaluate.qa", "mcq"], ["-m", "fusionaudio.evaluate.classification"],
-            ["-m", "fusionaudio.audsem.train"], ["-m", "fusionaudio.cli", "serve"]]
+            ["-m", "fusionaudio.audsem.train"], ["-m", "fusionaudio.audsem.grpo"], ["-m", "fusionaudio.cli", "serve"]]
 
 
 @pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c[-2:]))

@@ -3,7 +3,8 @@
 The same file names as the GAMA family: ``config`` (prompts, defaults), ``processor`` (audio + chat
 template), ``keymap`` (weight names as data), ``loading`` (the thinker, strictly), ``adapter`` (LoRA),
 ``inference`` (:class:`AudSemThinkerInference`: ``predict``, ``predict_batch``, ``generate``),
-``export`` (merged export), ``tiny`` (test checkpoints), ``train`` (``python -m fusionaudio.audsem.train``).
+``export`` (merged export), ``tiny`` (test checkpoints), ``train`` (SFT, ``python -m fusionaudio.audsem.train``),
+``grpo`` (GRPO on TRL, ``python -m fusionaudio.audsem.grpo``; with ``grpo_data``, ``grpo_trainer``, ``rewards``).
 
 Names below are imported lazily: ``import fusionaudio.audsem`` does not import transformers.
 """

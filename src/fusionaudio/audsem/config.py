@@ -29,6 +29,7 @@ __all__ = [
     "GENERATION_DEFAULTS",
     "LORA_DEFAULTS",
     "TRAIN_DEFAULTS",
+    "GRPO_DEFAULTS",
     "SPECIAL_TOKENS",
     "CHAT_TEMPLATE",
     "build_instruction",
@@ -48,6 +49,10 @@ GENERATION_DEFAULTS = dict(do_sample=False, temperature=1.0, top_p=1.0, top_k=50
 LORA_DEFAULTS = dict(r=8, lora_alpha=16, lora_dropout=0.05, bias="none", target_modules=("q_proj", "v_proj"))
 
 TRAIN_DEFAULTS = dict(lr=2e-4, epochs=1, batch_size=4)
+
+# GRPO (training/grpo_main_omni.py): per-device batch and num_generations count completions, as in TRL.
+GRPO_DEFAULTS = dict(lr=1e-6, epochs=1, batch_size=2, grad_accum=1, beta=0.01, scale_rewards=True, loss_type="grpo",
+                     max_prompt_length=512, max_completion_length=512, num_generations=4, warmup_steps=0)
 
 # Qwen2.5-Omni's multimodal special tokens, by the tokenizer attribute name the processor expects.
 SPECIAL_TOKENS = {
