@@ -129,6 +129,26 @@ def refuse_merge(model: torch.nn.Module) -> None:
                          "weights: load the base without quantize and merge there (fusionaudio export --merge)")
 
 
+def merge_note(model_path, args_file: str) -> str | None:
+    """What to tell a user who merges a checkpoint trained over a quantized base (``quantize`` recorded in the
+    training output's ``args_file`` beside ``model_path``): the merge goes into the full-precision weights."""
+    import json
+    from pathlib import Path
+
+    if model_path is None:
+        return None
+    path = Path(model_path)
+    found = (path if path.is_dir() else path.parent) / args_file
+    try:
+        method = json.loads(found.read_text(encoding="utf-8")).get("quantize")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if method in (None, "none"):
+        return None
+    return (f"{model_path} was trained over a {method} base (QLoRA): its LoRA is merged into the full-precision "
+            "weights, never into 8/4-bit ones, so the merged model answers as the full-precision base + LoRA")
+
+
 def prepare_for_training(model: torch.nn.Module) -> None:
     """QLoRA: the quantized weights stay frozen; bitsandbytes' fast NF4 CPU kernel (taken in eval mode) has
     no backward, so it is switched off and any weight already repacked for it is unpacked."""
