@@ -8,6 +8,8 @@ whole model is ever in memory.
 * :func:`release_file_pages` hands back a memory-mapped weight's pages once its quantized copy exists;
 * :func:`transformers_config` is the same choice for transformers' own loader (AudSemThinker);
 * :func:`prepare_for_training` / :func:`refuse_merge`: QLoRA's frozen base, and no LoRA merged into it.
+
+Importing this module does not import torch: ``fusionaudio/__init__`` calls :func:`quiet_bitsandbytes` first.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import logging
 import mmap
 import os
 import sys
-
-import torch
+from typing import TYPE_CHECKING
 
 from fusionaudio.errors import CheckpointError, UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 QUANTIZE_CHOICES = ("none", "int8", "nf4")
 #: The ``--quantize`` help of every command.
@@ -35,8 +39,9 @@ NF4_BLOCKSIZE = 64
 #: bitsandbytes' fast CPU kernel for NF4 (AVX512-BF16) repacks only weights whose out_features divide by this
 #: (and in_features by the block size).
 _CPU_PACK_BLOCK = 32
-#: Messages bitsandbytes logs on every int8 call with bf16/fp32 inputs (the cast is the method) and once at
-#: import when an optional kernel package is absent; neither asks anything of the user.
+#: Messages bitsandbytes logs on every int8 call with bf16/fp32 inputs (the cast is the method) and, on CPUs
+#: with AVX512-BF16, at import (whoever imports it: peft does) when the optional ``kernels`` package, which
+#: would download code from the Hub, is absent; neither asks anything of the user.
 _NOISE = ("MatMul8bitLt: inputs will be cast", "Failed to load CPU gemm_4bit_forward")
 
 
@@ -54,12 +59,17 @@ class _DropNoise(logging.Filter):
         return not str(record.msg).startswith(_NOISE)
 
 
-def bitsandbytes_module(method: str):
-    """``import bitsandbytes``, or a :class:`UsageError` of one line saying how to install it."""
+def quiet_bitsandbytes() -> None:
+    """Drop bitsandbytes' two notices above (before it is imported, by us or by peft)."""
     for name in ("bitsandbytes.autograd._functions", "bitsandbytes.backends.cpu.ops"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropNoise) for f in logger.filters):
             logger.addFilter(_DropNoise())
+
+
+def bitsandbytes_module(method: str):
+    """``import bitsandbytes``, or a :class:`UsageError` of one line saying how to install it."""
+    quiet_bitsandbytes()
     try:
         import bitsandbytes
     except ImportError:
@@ -72,6 +82,8 @@ def quantized_linear(weight: torch.Tensor, method: str, compute_dtype: torch.dty
     """A frozen ``Linear8bitLt`` (``int8``) or ``Linear4bit`` (``nf4``, computing in ``compute_dtype``) on
     ``device``, quantized from ``weight`` ``[out, in]`` (any float dtype, e.g. a memory-mapped file's
     tensor); the module keeps no reference to ``weight``."""
+    import torch
+
     bnb = bitsandbytes_module(method)
     out_features, in_features = weight.shape
     with torch.device("meta"):  # the module's own full-precision weight is never allocated
@@ -92,7 +104,8 @@ def quantized_linear(weight: torch.Tensor, method: str, compute_dtype: torch.dty
 
 
 def is_quantized_module(module: torch.nn.Module) -> bool:
-    return type(module).__module__.startswith("bitsandbytes.") and isinstance(module, torch.nn.Linear)
+    """A bitsandbytes ``Linear8bitLt`` / ``Linear4bit`` (told by class, without importing bitsandbytes)."""
+    return type(module).__module__.startswith("bitsandbytes.") and type(module).__name__.startswith("Linear")
 
 
 def quantization_of(model: torch.nn.Module) -> str | None:
@@ -105,6 +118,8 @@ def quantization_of(model: torch.nn.Module) -> str | None:
 
 def quantized_weight_shapes(model: torch.nn.Module) -> dict[str, torch.Size]:
     """Parameter name -> the ``[out, in]`` shape of every quantized weight of ``model`` (stored packed)."""
+    import torch
+
     return {f"{name}.weight": torch.Size((m.out_features, m.in_features))
             for name, m in model.named_modules() if is_quantized_module(m)}
 
