@@ -65,3 +65,18 @@ class LlmQuantizer:
         for name, param in model.named_parameters():
             if ".lora_" in name:
                 param.data = (lora[name] if name in lora else param.data).to(device=self.device, dtype=self.dtype)
+
+
+def quantize_llama(model, method: str, dtype: torch.dtype) -> None:
+    """Quantize the Llama linear layers of an in-memory ``model`` without LoRA, one layer at a time, each
+    full-precision weight freed as its quantized layer replaces it (for models built in memory, e.g. the
+    benchmarks' random ones; directories load quantized with ``load_model(..., quantize=)``)."""
+    quant = LlmQuantizer(method, model.device, dtype)
+    names = [n[: -len(".weight")] for n, _ in model.named_parameters() if quant.takes(n) and ".base_layer" not in n]
+    if len(names) != 7 * len(model.llm.model.layers):
+        raise ValueError("quantize_llama takes a model without LoRA (LoRA goes on over the quantized layers)")
+    for name in names:
+        parent, _, child = name.rpartition(".")
+        weight = model.get_submodule(name).weight.data
+        setattr(model.get_submodule(parent), child, quantized_linear(weight, method, dtype, model.device))
+        del weight
