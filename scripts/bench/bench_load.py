@@ -39,7 +39,13 @@ TRAINED = ("lora", "audio", "qformer", "Qformer", "query_tokens")
 
 
 def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    """This process's peak RSS: VmHWM, the high-water mark of its own memory map (``ru_maxrss`` would also
+    count the parent's peak, which Linux carries over the fork and exec of ``_measure``)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) * 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
 def _tensor(entry: dict, gen: torch.Generator) -> torch.Tensor:
