@@ -11,6 +11,7 @@ weight: ``F.linear`` in bf16, bitsandbytes' int8 and NF4 layers, torch's int8 we
 deletes the files (``--keep`` keeps them).
 
     nice -n 10 python scripts/bench/bench_load.py gama [--size 7b|small] [--quantize none,int8,nf4] [--workdir DIR]
+    python scripts/bench/bench_load.py kernels
 
 AudSemThinker: builds the 7B thinker on the meta device from the released config values (no weights)
 and prints its parameter count and key coverage against the released layout.
@@ -156,6 +157,22 @@ def _call(layer, x):
     return lambda: layer(x)
 
 
+def _torchao_row(w: torch.Tensor, x: torch.Tensor) -> list:
+    """torchao's Int8WeightOnlyConfig on the same weight, when torchao is importable (not a dependency)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchao") is None:
+        return []
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    layer = torch.nn.Linear(w.shape[1], w.shape[0], bias=False, dtype=torch.bfloat16)
+    layer.weight.data.copy_(w)
+    quantize_(layer, Int8WeightOnlyConfig())
+    import torchao
+
+    return [(f"torchao {torchao.__version__} Int8WeightOnlyConfig (eager)", _timed(_call(layer, x), 5), w.numel())]
+
+
 def kernel_rates(out_features: int = 32768, in_features: int = 4096) -> None:
     """Batch-1 matmul over one [out, in] weight (0.27 GB in bf16) in each format: median seconds and the
     rate at which it streams the weight's bf16 bytes (the format's own bytes in brackets)."""
@@ -177,6 +194,7 @@ def kernel_rates(out_features: int = 32768, in_features: int = 4096) -> None:
         x2 = x.reshape(1, in_features)
         rows.append(("torch int8 weight-only (_weight_int8pack_mm)",
                      _timed(lambda: torch._weight_int8pack_mm(x2, w8, scale.to(torch.bfloat16))), w.numel()))
+        rows += _torchao_row(w, x)
     base = rows[0][1]
     print(f"kernels, batch 1, weight [{out_features}, {in_features}] ({bf16_bytes / 1e9:.2f} GB in bf16), "
           f"{torch.get_num_threads()} threads:")
@@ -237,7 +255,8 @@ def bench_audsem(args) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("which", choices=["gama", "audsem", "_measure"])
+    p.add_argument("which", choices=["gama", "audsem", "kernels", "_measure"],
+                   help="kernels: only the weight-streaming rates of bf16, int8 and nf4 matmuls")
     p.add_argument("work", nargs="?", help=argparse.SUPPRESS)
     p.add_argument("--size", choices=["7b", "small"], default="7b",
                    help="7b: manifest_base_7b; small: manifest_base (2 Llama layers, audio side full size)")
@@ -250,6 +269,8 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     if args.which == "_measure":
         measure_load(Path(args.work), args.new_tokens, args.quantize)
+    elif args.which == "kernels":
+        kernel_rates()
     else:
         bench_gama(args) if args.which == "gama" else bench_audsem(args)
 
