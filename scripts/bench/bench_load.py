@@ -221,13 +221,14 @@ def bench_gama(args) -> None:
     peft_m = json.loads((MANIFESTS / f"manifest_peft{suffix}.json").read_text())
     if args.workdir:
         Path(args.workdir).mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix="bench_load_", dir=args.workdir))
+    work = Path(args.reuse) if args.reuse else Path(tempfile.mkdtemp(prefix="bench_load_", dir=args.workdir))
     try:
-        t = time.perf_counter()
-        weight_bytes = write_base(work / "base", base_m, args.num_shards)
-        write_finetuned(work / "finetuned.pth", peft_m)
-        print(f"size {args.size}: wrote the base directory ({weight_bytes / 1e9:.2f} GB of weights, "
-              f"{args.num_shards} .bin shards) and the checkpoint in {time.perf_counter() - t:.0f} s")
+        if not args.reuse:
+            t = time.perf_counter()
+            weight_bytes = write_base(work / "base", base_m, args.num_shards)
+            write_finetuned(work / "finetuned.pth", peft_m)
+            print(f"size {args.size}: wrote the base directory ({weight_bytes / 1e9:.2f} GB of weights, "
+                  f"{args.num_shards} .bin shards) and the checkpoint in {time.perf_counter() - t:.0f} s")
         results = []
         for method in args.quantize.split(","):
             proc = subprocess.run([sys.executable, __file__, "_measure", str(work), "--new_tokens",
@@ -239,7 +240,7 @@ def bench_gama(args) -> None:
         if set(args.quantize.split(",")) - {"none"}:
             kernel_rates()
     finally:
-        if args.keep:
+        if args.keep or args.reuse:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
@@ -264,6 +265,7 @@ def main(argv=None) -> None:
     p.add_argument("--new_tokens", type=int, default=8)
     p.add_argument("--workdir", default=None, help="where to write the temporary files (default: $TMPDIR)")
     p.add_argument("--keep", action="store_true")
+    p.add_argument("--reuse", default=None, help="a directory kept by --keep: measure it again without writing")
     p.add_argument("--quantize", default="none", help="comma-separated methods, each measured in its own process "
                    "(none = bf16; e.g. none,int8,nf4)")
     args = p.parse_args(argv)
