@@ -5,6 +5,10 @@ Public entry points are imported lazily so that ``import fusionaudio`` stays che
 
 __version__ = "0.1.0"
 
+from fusionaudio.loading.quantize import quiet_bitsandbytes as _quiet_bitsandbytes  # noqa: E402 - no torch import
+
+_quiet_bitsandbytes()  # before peft imports bitsandbytes (if installed): see fusionaudio.loading.quantize
+
 _LAZY = {
     "load_model": "fusionaudio.gama.loading",
     "load_tokenizer": "fusionaudio.gama.tokenizer",

@@ -58,10 +58,12 @@ def detect_arch(base_model_path) -> str:
 
 
 def create_inference(arch: str = "auto", base_model_path=None, model_path=None, device="cpu", dtype="float32",
-                     resampler: str = "sinc", attention: str = "sdpa", check_values: bool = True):
+                     resampler: str = "sinc", attention: str = "sdpa", check_values: bool = True,
+                     quantize: str | None = None):
     """An inference object for either model family (``gama`` or ``audsemthinker``); ``resampler``:
     see :func:`fusionaudio.audio.resample` (``sinc``, the reference's, by default for both);
-    ``check_values=False`` skips the NaN/inf/dtype check of the GAMA weights on load."""
+    ``check_values=False`` skips the NaN/inf/dtype check of the GAMA weights on load; ``quantize``
+    (``none``, ``int8``, ``nf4``): the language model in 8 / 4 bits (:mod:`fusionaudio.loading.quantize`)."""
     if arch == "auto":
         arch = "gama"
         if base_model_path is not None:
@@ -70,13 +72,14 @@ def create_inference(arch: str = "auto", base_model_path=None, model_path=None, 
         from fusionaudio.gama.inference import FusionAudioInference
 
         return FusionAudioInference(base_model_path, model_path, device=device, dtype=dtype, resampler=resampler,
-                                    attention=attention, check_values=check_values)
+                                    attention=attention, check_values=check_values, quantize=quantize)
     if arch == "audsemthinker":
         if base_model_path is None:
             raise ValueError("--arch audsemthinker needs --base_model (a local Qwen2.5-Omni directory)")
         from fusionaudio.audsem.inference import AudSemThinkerInference
 
-        return AudSemThinkerInference(base_model_path, model_path, device=device, dtype=dtype, resampler=resampler)
+        return AudSemThinkerInference(base_model_path, model_path, device=device, dtype=dtype, resampler=resampler,
+                                      quantize=quantize)
     raise ValueError(f"unknown arch {arch!r}: use auto, gama or audsemthinker")
 
 

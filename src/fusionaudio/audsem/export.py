@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
 from fusionaudio.audsem.adapter import apply_adapter
 from fusionaudio.audsem.keymap import released_name
 from fusionaudio.audsem.loading import load_thinker
+from fusionaudio.loading.quantize import merge_note
 from fusionaudio.loading.weights import resolve_dtype
 
 
@@ -20,6 +22,8 @@ def export_merged(base_model_path, model_path, output_dir, dtype=None, max_shard
 
 
     base, out = Path(base_model_path), Path(output_dir)
+    if note := merge_note(model_path, "train_config.json"):
+        logging.getLogger("fusionaudio.audsem.export").warning(note)
     model = load_thinker(base)
     if model_path is not None:
         model = apply_adapter(model, model_path).merge_and_unload()

@@ -43,13 +43,15 @@ class AudSemThinkerInference:
         resampler: method passed to :func:`fusionaudio.audio.resample`: ``"sinc"`` (default; matches the
             model card's ``torchaudio.transforms.Resample``), ``"soxr"`` or ``"librosa"`` (upstream's
             evaluation scripts).
+        quantize: ``"int8"`` / ``"nf4"``: the thinker's language model in 8 / 4 bits (bitsandbytes), the audio
+            tower in ``dtype``; a LoRA adapter stays unmerged.
     """
 
     arch = "audsemthinker"
 
     def __init__(self, base_model_path, model_path=None, device="cpu", dtype=torch.float32, *,
                  prompt_mode: str = DEFAULT_PROMPT_MODE, system_prompt: str = SYSTEM_PROMPT,
-                 processor_path=None, resampler: str = "sinc"):
+                 processor_path=None, resampler: str = "sinc", quantize: str | None = None):
         build_instruction("probe", prompt_mode)  # validates the mode early
         self.device = torch.device(device)
         self.dtype = resolve_dtype(dtype)
@@ -58,7 +60,7 @@ class AudSemThinkerInference:
         self.resampler = check_resampler(resampler)
         self.base_model_path, self.model_path = str(base_model_path), None if model_path is None else str(model_path)
         self.processor = OmniAudioProcessor.from_pretrained(processor_path or base_model_path)
-        model = load_thinker(base_model_path, dtype=self.dtype, device=self.device)
+        model = load_thinker(base_model_path, dtype=self.dtype, device=self.device, quantize=quantize)
         if model_path is not None:
             model = apply_adapter(model, model_path)
         self.model = model.eval()

@@ -9,10 +9,14 @@ import torch
 from fusionaudio.audsem.sizes import check_thinker_sizes
 from fusionaudio.errors import CheckpointError
 from fusionaudio.loading.files import read_json_object, refuse_remote_code
+from fusionaudio.loading.quantize import check_quantize, transformers_config
 from fusionaudio.loading.weights import resolve_dtype
 
 OMNI_TYPES = ("qwen2_5_omni", "qwen2_5_omni_thinker")
 _SKIPPED_PREFIXES = ("talker.", "token2wav.")
+#: What ``quantize`` leaves in the compute dtype: all but the language model (module names of transformers 5
+#: and 4, matched from the start of a name or as its end).
+UNQUANTIZED = ("model.audio_tower", "model.visual", "audio_tower", "visual", "lm_head")
 
 
 def _read_config(path) -> dict:
@@ -28,12 +32,17 @@ def _read_config(path) -> dict:
     return config
 
 
-def load_thinker(base_model_path, dtype=torch.float32, device="cpu"):
+def load_thinker(base_model_path, dtype=torch.float32, device="cpu", quantize: str | None = None):
     """Load ``Qwen2_5OmniThinkerForConditionalGeneration`` from a full-Omni or thinker-only directory.
 
     Raises ``ValueError`` naming the directory when a thinker weight is missing, has the wrong shape, or
-    an unexpected (non talker / token2wav) weight is present.
+    an unexpected (non talker / token2wav) weight is present. ``quantize`` (``int8``, ``nf4``): the language
+    model's linear layers in 8 / 4 bits, quantized by transformers as each weight is read (bitsandbytes);
+    the audio tower, vision tower and ``lm_head`` stay in ``dtype``.
     """
+    quantize = check_quantize(quantize)
+    extra = {} if quantize is None else {"quantization_config": transformers_config(quantize, resolve_dtype(dtype),
+                                                                                    UNQUANTIZED)}
     from transformers import AutoConfig, Qwen2_5OmniThinkerForConditionalGeneration
 
     path = Path(base_model_path)
@@ -52,7 +61,7 @@ def load_thinker(base_model_path, dtype=torch.float32, device="cpu"):
     model, info = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
         path, config=config, dtype=resolve_dtype(dtype), local_files_only=True, output_loading_info=True,
         trust_remote_code=False,
-        device_map={"": str(torch.device(device))},
+        device_map={"": str(torch.device(device))}, **extra,
     )
     unexpected = [k for k in info.get("unexpected_keys", []) if not k.startswith(_SKIPPED_PREFIXES)]
     problems = []
@@ -64,4 +73,4 @@ def load_thinker(base_model_path, dtype=torch.float32, device="cpu"):
         problems.append(f"unexpected weights: {sorted(unexpected)[:10]}")
     if problems:
         raise ValueError(f"{path}: checkpoint does not match the thinker config; " + "; ".join(problems))
-    return model.to(device).eval()
+    return (model if quantize else model.to(device)).eval()  # a quantized model is placed by device_map

@@ -34,6 +34,7 @@ from fusionaudio.records import load_records as read_records_strict
 from fusionaudio.audsem.config import DEFAULT_PROMPT_MODE, LORA_DEFAULTS, SYSTEM_PROMPT, TRAIN_DEFAULTS, build_instruction
 from fusionaudio.audsem.processor import build_conversation, check_resampler, load_audio
 from fusionaudio.audsem.loading import load_thinker
+from fusionaudio.loading.quantize import check_quantize, prepare_for_training
 from fusionaudio.loading.weights import resolve_dtype
 from fusionaudio.audsem.processor import OmniAudioProcessor
 from fusionaudio.structured import VARIANTS, parse_structured
@@ -168,6 +169,22 @@ def add_lora(model, r: int = LORA_DEFAULTS["r"], lora_alpha: int = LORA_DEFAULTS
     return get_peft_model(model, cfg)
 
 
+def training_model(base_model_path, dtype, device, lora: dict, quantize: str | None = None,
+                   gradient_checkpointing: bool = False):
+    """The thinker wrapped with trainable LoRA (``lora``: :func:`add_lora`'s options). ``quantize`` (``int8``,
+    ``nf4``) is QLoRA: the language model frozen in 8 / 4 bits, the LoRA in float32, activation checkpointing on."""
+    quantize = check_quantize(quantize)
+    model = add_lora(load_thinker(base_model_path, dtype=dtype, device=device, quantize=quantize), **lora)
+    if quantize:
+        prepare_for_training(model)
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+    if quantize or gradient_checkpointing:
+        model.base_model.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    return model
+
+
 def _to_device(batch: dict, device, dtype) -> dict:
     out = {k: v.to(device) for k, v in batch.items()}
     if "input_features" in out:
@@ -201,7 +218,8 @@ def train(base_model_path: str, data_path: str, output_dir: str, epochs: int = T
           target_modules: str = ",".join(LORA_DEFAULTS["target_modules"]),
           prompt_mode: str = DEFAULT_PROMPT_MODE, system_prompt: str = SYSTEM_PROMPT,
           device: str = "cpu", dtype: str = "auto", seed: int = 42, weight_decay: float = 0.0,
-          resampler: str = "sinc", lr_scheduler: str = "linear", structured_variant: str = "three") -> dict:
+          resampler: str = "sinc", lr_scheduler: str = "linear", structured_variant: str = "three",
+          quantize: str = "none", gradient_checkpointing: bool = False) -> dict:
     """Fine-tune LoRA adapters on ``data_path`` and save them to ``output_dir``.
 
     Defaults follow AudSemThinker's SFT (LoRA r=8/alpha=16/dropout 0.05 on every ``q_proj`` and ``v_proj``,
@@ -212,9 +230,15 @@ def train(base_model_path: str, data_path: str, output_dir: str, epochs: int = T
     ``structured_variant="two"`` validates targets in the two-section ``<think>``/``<answer>`` format
     (the GRPO model's) instead of the three-section one.
     Returns ``{"output_dir", "steps", "losses"}`` (loss per optimizer step).
+
+    Options:
+        quantize: none | int8 | nf4: QLoRA, the language model frozen in 8 / 4 bits (bitsandbytes) while the
+            LoRA trains in float32, with activation checkpointing; the adapter loads over either base.
+        gradient_checkpointing: recompute activations in the backward pass (less memory; on with quantize).
     """
     build_instruction("probe", prompt_mode)
     check_resampler(resampler)
+    check_quantize(quantize)
     if lr_scheduler not in ("linear", "constant"):
         raise ValueError(f"lr_scheduler must be 'linear' or 'constant', got {lr_scheduler!r}")
     if dtype == "auto":
@@ -224,8 +248,8 @@ def train(base_model_path: str, data_path: str, output_dir: str, epochs: int = T
     processor = OmniAudioProcessor.from_pretrained(base_model_path)
     torch_dtype = resolve_dtype(dtype)
     torch.manual_seed(seed)
-    model = add_lora(load_thinker(base_model_path, dtype=torch_dtype, device=device), lora_r, lora_alpha,
-                     lora_dropout, target_modules)
+    model = training_model(base_model_path, torch_dtype, device, dict(r=lora_r, lora_alpha=lora_alpha,
+                           lora_dropout=lora_dropout, target_modules=target_modules), quantize, gradient_checkpointing)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
@@ -242,7 +266,8 @@ def train(base_model_path: str, data_path: str, output_dir: str, epochs: int = T
                 batch_size=batch_size, grad_accum=grad_accum, max_steps=max_steps, max_grad_norm=max_grad_norm,
                 lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules,
                 prompt_mode=prompt_mode, system_prompt=system_prompt, dtype=dtype, seed=seed, weight_decay=weight_decay,
-                resampler=resampler, lr_scheduler=lr_scheduler)
+                resampler=resampler, lr_scheduler=lr_scheduler, quantize=quantize,
+                gradient_checkpointing=gradient_checkpointing)
     (out / "train_config.json").write_text(json.dumps(args, indent=2))
     losses: list[float] = []
     step = 0

@@ -20,6 +20,7 @@ from fusionaudio.gama.config import GamaConfig
 from fusionaudio.gama.modeling import GamaForCausalLM
 from fusionaudio.gama.keymap import local_to_reference
 from fusionaudio.gama.loading import convert, load_model
+from fusionaudio.loading.quantize import merge_note, refuse_merge
 from fusionaudio.loading.weights import resolve_dtype
 
 log = logging.getLogger("fusionaudio.gama.export")
@@ -32,6 +33,7 @@ def merge_lora(model: GamaForCausalLM) -> GamaForCausalLM:
     ``merge``); afterwards the model has no LoRA and ``config.lora`` is None."""
     from peft.tuners.lora import LoraLayer
 
+    refuse_merge(model)
     wrapped = [(name, m) for name, m in model.llm.named_modules() if isinstance(m, LoraLayer)]
     for name, module in wrapped:
         module.merge(safe_merge=True)
@@ -101,6 +103,8 @@ def export(base_model: str, output: str, model_path: str | None = None, merge: b
     """``fusionaudio export`` for GAMA: merged reference-format directory (``merge``) or ``convert``'s layout."""
     if not merge:
         return convert(base_model, output, model_path, dtype)
+    if note := merge_note(model_path, "training_args.json"):
+        log.warning(note)
     model, tok = load_model(base_model, model_path, device="cpu", dtype=torch.float32)
     if model.lora_enabled:
         merge_lora(model)

@@ -61,13 +61,15 @@ class Request:
 
 
 class FusionAudioInference:
-    """GAMA / FusionAudio inference: ``predict(audio_path, question)`` and ``predict_batch``."""
+    """GAMA / FusionAudio inference: ``predict(audio_path, question)`` and ``predict_batch``.
+
+    ``quantize="int8"`` / ``"nf4"`` holds the Llama's linear layers in 8 / 4 bits (see ``load_model``)."""
 
     arch = "gama"
 
     def __init__(self, base_model_path=None, model_path=None, device="cpu", dtype="float32",
                  template: str = "alpaca_short", resampler: str = "sinc", attention: str = "sdpa",
-                 check_values: bool = True):
+                 check_values: bool = True, quantize: str | None = None):
         self.device, note = resolve_device(device)
         if note:
             log.warning(note)
@@ -78,7 +80,8 @@ class FusionAudioInference:
         base_model_path, model_path = resolve_model_paths(base_model_path, model_path)
         self.base_model_path, self.model_path = str(base_model_path), model_path
         self.model, self.tokenizer = load_model(base_model_path, model_path, device=self.device,
-                                                dtype=resolve_dtype(dtype), check_values=check_values)
+                                                dtype=resolve_dtype(dtype), check_values=check_values,
+                                                quantize=quantize)
         self.template = template
         self.resampler = resampler
         # a padded vocabulary (more embedding rows than tokens): the ids past the tokenizer are never emitted

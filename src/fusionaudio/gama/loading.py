@@ -19,6 +19,7 @@ from fusionaudio.gama.checkpoints import ADAPTER_CONFIG, CHECKPOINT_FILES, LOCAL
 from fusionaudio.gama.checkpoints import TRAINING_ARGS, is_training_output, recorded_base_dir
 from fusionaudio.loading.device import resolve_device
 from fusionaudio.loading.files import listing
+from fusionaudio.loading.quantize import check_quantize, refuse_quantized_keys, quantized_weight_shapes
 from fusionaudio.loading.weights import load_state_file, resolve_dtype, state_keys
 from fusionaudio.gama.config import GamaConfig
 from fusionaudio.gama.modeling import GamaForCausalLM
@@ -118,12 +119,18 @@ def finetuned_overrides(path: Path) -> dict:
 
 
 def load_base(directory: str | Path, device="cpu", dtype=torch.float32, lora: bool = True,
-              overrides: dict | None = None, check_values: bool = True) -> GamaForCausalLM:
+              overrides: dict | None = None, check_values: bool = True, quantize: str | None = None) -> GamaForCausalLM:
     """Build the model from a base directory (reference or local layout), strictly.
 
     ``overrides`` replaces config sections (``lora``, ``aggregator``) with those a fine-tuned
     checkpoint was trained with. The model's ``loaded_from_base`` attribute lists the parameters
-    the directory provided (a reference base has no LoRA tensors)."""
+    the directory provided (a reference base has no LoRA tensors). ``quantize`` (``int8``, ``nf4``):
+    the Llama's linear layers are quantized as they are read (:mod:`fusionaudio.gama.quantize`)."""
+    quant = None
+    if check_quantize(quantize):
+        from fusionaudio.gama.quantize import LlmQuantizer
+
+        quant = LlmQuantizer(quantize, device, dtype)
     directory = Path(directory)
     if not directory.is_dir():
         raise CheckpointError(f"base model directory not found: {directory}")
@@ -141,21 +148,34 @@ def load_base(directory: str | Path, device="cpu", dtype=torch.float32, lora: bo
         with torch.device("meta"):
             model.enable_lora(config.lora)
     expected = {k: v.shape for k, v in model.state_dict().items()}
+    if quant is not None and model.lora_enabled:
+        with torch.device("meta"):  # LoRA goes on over the quantized layers (LlmQuantizer.add_lora)
+            model = GamaForCausalLM(config)
     state, unused, unexpected, wrong = {}, Counter(), [], []
     for path in files:
         origin = {}
         mapped, bad, shapes = map_state(load_state_file(path), expected, unused, origin)
-        if check_values:
-            raise_on_bad_values(path, {origin[k]: v for k, v in mapped.items()})
+        if check_values:  # a weight to quantize is checked alone, just before (a whole shard stays unread)
+            raise_on_bad_values(path, {origin[k]: v for k, v in mapped.items() if not (quant and quant.takes(k))})
         unexpected += [f"{n} (in {path.name})" for n in bad]
         wrong += shapes
         for k, v in mapped.items():
-            state[k] = v.to(device=device, dtype=dtype)
-    _raise_if_bad(directory, set(expected) - set(state), unexpected, wrong)
+            if quant is not None and quant.takes(k):
+                if check_values:
+                    raise_on_bad_values(path, {origin[k]: v})
+                quant.add(k, v, path)
+            else:
+                state[k] = v.to(device=device, dtype=dtype)
+    _raise_if_bad(directory, set(expected) - set(state) - (quant.keys if quant else set()), unexpected, wrong)
     _log_unused(directory, unused)
-    model.load_state_dict(state, strict=True, assign=True)
+    if quant is None:
+        model.load_state_dict(state, strict=True, assign=True)
+    else:
+        quant.install(model, state)
     _rebuild_rotary(model, device)
-    if layout == "reference" and config.lora is not None and lora:
+    if quant is not None and config.lora is not None and lora:
+        quant.add_lora(model, config.lora, state)
+    elif layout == "reference" and config.lora is not None and lora:
         model.enable_lora(config.lora)
         model.to(device=device, dtype=dtype)
     # strict above: every non-LoRA parameter came from the directory (LoRA only in our layout)
@@ -173,13 +193,14 @@ def load_finetuned(model: GamaForCausalLM, path: str | Path, check_values: bool 
     overrides = finetuned_overrides(path)
     path = checkpoint_file(path)
     params = dict(model.named_parameters())
-    expected = {k: v.shape for k, v in params.items()}
+    expected = {k: v.shape for k, v in params.items()} | quantized_weight_shapes(model)
     raw = load_state_file(path)
     if "lora" in overrides:
         check_lora_weights(path, raw, overrides["lora"])
     unused = Counter()
     origin = {}
     mapped, unexpected, wrong = map_state(raw, expected, unused, origin)
+    refuse_quantized_keys(path, mapped, model)
     if check_values:
         raise_on_bad_values(path, {origin[k]: v for k, v in mapped.items()})
     lora_keys = {k for k in expected if ".lora_" in k}
@@ -228,7 +249,8 @@ def resolve_model_paths(base_model_path, model_path) -> tuple[Path, Path | None]
     return Path(base_model_path), None if model_path is None else Path(model_path)
 
 
-def load_model(base_model_path, model_path=None, device="cpu", dtype=torch.float32, check_values: bool = True):
+def load_model(base_model_path, model_path=None, device="cpu", dtype=torch.float32, check_values: bool = True,
+               quantize: str | None = None):
     """Load ``(model, tokenizer)``: a base directory, optionally a fine-tuned checkpoint on top.
 
     ``base_model_path``: a reference "Llama-2-7b-chat-hf-qformer" directory (config.json +
@@ -238,7 +260,9 @@ def load_model(base_model_path, model_path=None, device="cpu", dtype=torch.float
     without LoRA, a peft adapter directory or a training output directory.
     ``check_values=False`` skips the NaN/inf and dtype check of the tensors. Without ``base_model_path``
     (or with a training output folder as it), the base is the one the checkpoint's ``training_args.json``
-    records. ``device="cuda"`` without CUDA falls back to the CPU with a warning.
+    records. ``device="cuda"`` without CUDA falls back to the CPU with a warning. ``quantize``: ``"int8"``
+    or ``"nf4"`` holds the Llama's linear layers in 8 / 4 bits (bitsandbytes), quantized as they are read;
+    the audio side stays in ``dtype``; LoRA stays unmerged, in ``dtype``.
     """
     dtype = resolve_dtype(dtype)
     base_model_path, model_path = resolve_model_paths(base_model_path, model_path)
@@ -252,7 +276,8 @@ def load_model(base_model_path, model_path=None, device="cpu", dtype=torch.float
     if model_path is not None:
         model_path = Path(model_path)
         overrides = _lora_for(Path(base_model_path), model_path, finetuned_overrides(model_path))
-    model = load_base(base_model_path, device=device, dtype=dtype, overrides=overrides, check_values=check_values)
+    model = load_base(base_model_path, device=device, dtype=dtype, overrides=overrides, check_values=check_values,
+                      quantize=quantize)
     if model_path is not None:
         load_finetuned(model, model_path, check_values=check_values)
     model.eval()

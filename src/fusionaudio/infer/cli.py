@@ -11,6 +11,7 @@ import sys
 from fusionaudio.commands import HelpFormatter, parse_bool, run_command
 from fusionaudio.infer.loader import default_loader_workers
 from fusionaudio.infer.records import parse_path_map
+from fusionaudio.loading.quantize import QUANTIZE_CHOICES, QUANTIZE_HELP
 
 log = logging.getLogger("fusionaudio.infer")
 
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N; with workers/torchrun auto and cuda give one GPU each (default auto)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="default: bfloat16 on GPU, float32 on CPU")
+    p.add_argument("--quantize", default="none", choices=QUANTIZE_CHOICES, help=QUANTIZE_HELP)
     p.add_argument("--no_check_values", action="store_true",
                    help="skip the load-time check that every weight is finite and floating point (GAMA)")
     p.add_argument("--attention", default="sdpa", choices=["sdpa", "eager"],

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from fusionaudio.commands import HelpFormatter, run_command
+from fusionaudio.loading.quantize import QUANTIZE_CHOICES, QUANTIZE_HELP
 
 
 def quick_inference_parser() -> argparse.ArgumentParser:
@@ -32,6 +33,7 @@ def quick_inference_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: float32 on CPU, bfloat16 on GPU)")
     p.add_argument("--arch", default="auto", choices=["auto", "gama", "audsemthinker"],
                    help="model family; auto: from the base model's config")
+    p.add_argument("--quantize", default="none", choices=QUANTIZE_CHOICES, help=QUANTIZE_HELP)
     p.add_argument("--no_check_values", action="store_true",
                    help="skip the check that every loaded weight is finite and floating point (GAMA; for users who "
                         "know their checkpoint holds such values on purpose)")
@@ -95,7 +97,8 @@ def run_quick_inference(args) -> list[dict]:
     dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     resampler = getattr(args, "resampler", "sinc")
     engine = create_inference(args.arch, args.base_model, args.model_path, device=device, dtype=dtype,
-                              resampler=resampler, check_values=not getattr(args, "no_check_values", False))
+                              resampler=resampler, check_values=not getattr(args, "no_check_values", False),
+                              quantize=getattr(args, "quantize", None))
     if getattr(engine, "model_label", None):
         print(f"Model: {engine.model_label}", file=sys.stderr)
     gen = generation_options(engine.arch, args)

@@ -40,6 +40,8 @@ def run_settings(args) -> dict:
         "attention": args.attention,
         "audio_root": None if args.audio_root is None else str(Path(args.audio_root).resolve()),
         "path_map": [list(p) for p in args.path_map or ()],
+        # only when set: runs started before the option existed resume as they were
+        **({"quantize": args.quantize} if getattr(args, "quantize", "none") != "none" else {}),
     }
 
 
@@ -211,7 +213,8 @@ def _child_argv(args, rank: int, world: int, device: str, run_id: str) -> list[s
     argv = [sys.executable, "-m", "fusionaudio.infer", "--shard", f"{rank}/{world}", "--device", device,
             "--run_id", run_id, "--child", "--dtype", args.dtype]
     for name in ("json_input", "json_output", "work_dir", "base_model", "model_path", "arch", "batch_size",
-                 "seed", "prompt_mode", "resampler", "attention", "audio_root", "loader_workers", *GEN_OPTIONS):
+                 "seed", "prompt_mode", "resampler", "attention", "audio_root", "loader_workers", "quantize",
+                 *GEN_OPTIONS):
         value = getattr(args, name)
         if value is not None:
             argv += [f"--{name}", str(value)]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fusionaudio.commands import HelpFormatter, run_command
 from fusionaudio.errors import UsageError
+from fusionaudio.loading.quantize import QUANTIZE_CHOICES, QUANTIZE_HELP
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -18,6 +19,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
                    help="model family; auto: from the base model's config")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (falls back to cpu without CUDA)")
     p.add_argument("--dtype", default=None, help="float32 | bfloat16 | float16 (default: float32 on CPU)")
+    p.add_argument("--quantize", default="none", choices=QUANTIZE_CHOICES, help=QUANTIZE_HELP)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--max_audio_seconds", type=float, default=60.0, help="longest clip a request may send")
     p.add_argument("--max_tokens", type=int, default=1024, help="most new tokens a request may ask for")
@@ -71,7 +73,8 @@ def load_backend(args):
     if note:
         print(note, file=sys.stderr)
     dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
-    engine = create_inference(args.arch, args.base_model, args.model_path, device=device, dtype=dtype)
+    engine = create_inference(args.arch, args.base_model, args.model_path, device=device, dtype=dtype,
+                              quantize=args.quantize)
     return make_backend(engine)
 
 

@@ -53,6 +53,7 @@ class TrainArgs:
     device: str = field(default="auto", metadata={"help": 'auto | cpu (auto: the accelerator accelerate picks, cuda:LOCAL_RANK on GPUs).'})
     max_steps: int = field(default=-1, metadata={"help": 'optimizer steps; > 0 overrides num_epochs'})
     gradient_checkpointing: bool = field(default=False, metadata={"help": 'recompute activations in the backward pass (less memory)'})
+    quantize: str = field(default="none", metadata={"help": "none | int8 | nf4: QLoRA, the frozen Llama held in 8 / 4 bits (bitsandbytes) while LoRA and the trained audio modules train in full precision; turns gradient checkpointing on. Checkpoints hold the trained tensors only and load over the quantized or the full base."})
     bf16: str | bool = field(default="auto", metadata={"help": 'auto (on CUDA with bf16 support) | True | False.'})
     max_grad_norm: float = field(default=1.0, metadata={"help": 'gradient clipping norm'})
     weight_decay: float = field(default=0.0, metadata={"help": 'AdamW weight decay'})

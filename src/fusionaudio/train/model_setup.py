@@ -13,6 +13,7 @@ from fusionaudio.gama.checkpoints import TRAINING_ARGS, recorded_base_dir
 from fusionaudio.gama.keymap import local_to_reference
 from fusionaudio.gama.loading import finetuned_config, load_base, load_finetuned, load_tokenizer, read_config
 from fusionaudio.gama.tokenizer import check_vocab_size
+from fusionaudio.loading.quantize import check_quantize, prepare_for_training
 
 log = logging.getLogger("fusionaudio.train")
 
@@ -123,7 +124,7 @@ def tokenizer_of(base_dir):
 
 
 def build_model(base_dir, lora: LoraSettings | None, device, dtype=torch.float32, start_checkpoint=None,
-                tokenizer=None):
+                tokenizer=None, quantize: str | None = None):
     """``(model, tokenizer)``: the base model with LoRA ``lora`` (None: no LoRA), optionally
     a fine-tuned checkpoint on top; ``tokenizer``: one already loaded (default: the base's).
 
@@ -131,7 +132,9 @@ def build_model(base_dir, lora: LoraSettings | None, device, dtype=torch.float32
     LoRA shape (r, alpha, target modules) must then match ``lora`` (dropout may differ).
     A start checkpoint trained without LoRA (its ``fusionaudio_config.json`` says
     ``"lora": null``, as GAMA's stage 1 writes) is loaded first, then a fresh LoRA is
-    injected: how GAMA's stage 2 starts from stage 1."""
+    injected: how GAMA's stage 2 starts from stage 1. ``quantize`` (``int8``, ``nf4``): the Llama's linear
+    layers frozen in 8 / 4 bits (QLoRA), LoRA over them unmerged."""
+    quantize = check_quantize(quantize)
     config, layout = read_config(Path(base_dir))
     start_cfg = finetuned_config(start_checkpoint) if start_checkpoint is not None else None
     start_without_lora = start_cfg is not None and start_cfg.lora is None
@@ -142,7 +145,7 @@ def build_model(base_dir, lora: LoraSettings | None, device, dtype=torch.float32
         if lora is None:
             raise ValueError(f"{base_dir} holds LoRA weights; a run without LoRA cannot start from it "
                              f"(merge them first with `fusionaudio convert`)")
-        model = load_base(base_dir, device=device, dtype=dtype, lora=True)
+        model = load_base(base_dir, device=device, dtype=dtype, lora=True, quantize=quantize)
         have = (config.lora.r, config.lora.alpha, sorted(config.lora.target_modules))
         if have != (lora.r, lora.alpha, sorted(lora.target_modules)):
             raise ValueError(f"{base_dir} already holds LoRA weights with r={have[0]}, alpha={have[1]}, "
@@ -150,7 +153,7 @@ def build_model(base_dir, lora: LoraSettings | None, device, dtype=torch.float32
         _set_dropout(model, lora.dropout)
         model.config.lora = lora
     else:
-        model = load_base(base_dir, device=device, dtype=dtype, lora=False)
+        model = load_base(base_dir, device=device, dtype=dtype, lora=False, quantize=quantize)
         model.config.lora = None
         if start_without_lora:
             load_finetuned(model, start_checkpoint)
@@ -159,6 +162,8 @@ def build_model(base_dir, lora: LoraSettings | None, device, dtype=torch.float32
         model.to(device)
     if start_checkpoint is not None and not start_without_lora:
         load_finetuned(model, start_checkpoint)
+    if quantize:
+        prepare_for_training(model)
     tokenizer = tokenizer if tokenizer is not None else tokenizer_of(base_dir)
     check_vocab_size(tokenizer, model.llm.get_input_embeddings().weight.shape[0], base_dir)
     return model, tokenizer

@@ -12,7 +12,9 @@ from types import SimpleNamespace
 
 import torch
 
+from fusionaudio.errors import UsageError
 from fusionaudio.gama.collate import plan_micro_batches
+from fusionaudio.loading.quantize import check_quantize
 from fusionaudio.gama.data import select_records
 from fusionaudio.train.batches import SKIPPED_NAME, AudioBatcher, split_examples
 from fusionaudio.train.checkpoints import (STATE_NAME, drop_engine_model_weights, remove_stale_temporaries, resolve_resume,
@@ -39,6 +41,17 @@ def _engine(o: SimpleNamespace, out: Path):
         log.warning("bf16 autocast on CPU is slow and rarely helps; training in fp32 is advised")
     accum = max(1, o.batch_size // o.micro_batch_size // ps.num_processes)
     return make_accelerator(o.device, use_bf16, accum, parse_report_to(o.report_to), out), use_bf16, accum
+
+
+def _quantize(o: SimpleNamespace, sharded: bool) -> str | None:
+    """QLoRA's base: the frozen Llama quantized; not with modes that train it, nor with sharded engines."""
+    quantize = check_quantize(o.quantize)
+    if quantize and o.trainable_params in ("full", "full_frozen_encoder"):
+        raise UsageError(f"--quantize {quantize} keeps the Llama frozen, but --trainable_params {o.trainable_params} "
+                         "trains it; use all, proj, qformer or qformer_all")
+    if quantize and sharded:
+        raise UsageError(f"--quantize {quantize} runs on one process or DDP, not FSDP / DeepSpeed")
+    return quantize
 
 
 def _check_audio(audio: AudioBatcher, train_ex, val_ex, acc):
@@ -93,6 +106,7 @@ def prepare(o: SimpleNamespace, options: dict) -> Run:
     out = Path(o.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     acc, use_bf16, accum = _engine(o, out)
+    quantize = _quantize(o, acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED))
     world, main = acc.num_processes, acc.is_main_process
     if main:
         remove_stale_temporaries(out)
@@ -110,13 +124,13 @@ def prepare(o: SimpleNamespace, options: dict) -> Run:
     sharded = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
     dtype = torch.bfloat16 if use_bf16 and not sharded else torch.float32  # frozen weights in bf16
     say(f"loading the model from {base_path}" + (f" and {start}" if start and not resume else "") + " ...", flush=True)
-    model, _ = build_model(base_path, lora, acc.device, dtype, None if resume else start, tok)
+    model, _ = build_model(base_path, lora, acc.device, dtype, None if resume else start, tok, quantize)
     names = set_trainable(model, o.trainable_params)
     full_resume = resume is not None and resume_weights(resume, model, names)
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:  # master copies of trained weights in fp32
         p.data = p.data.float()
-    if o.gradient_checkpointing:
+    if o.gradient_checkpointing or quantize:
         enable_checkpointing(model)
     n_train, n_total = parameter_counts(model)
     n_micro = len(plan_micro_batches(train_ex, o.micro_batch_size, o.seed, 0, o.group_by_length, True,
