@@ -40,6 +40,8 @@ def run_settings(args) -> dict:
         "attention": args.attention,
         "audio_root": None if args.audio_root is None else str(Path(args.audio_root).resolve()),
         "path_map": [list(p) for p in args.path_map or ()],
+        # only a non-default engine is recorded, so work dirs of earlier versions still resume
+        **({"engine": args.engine} if getattr(args, "engine", "hf") != "hf" else {}),
     }
 
 

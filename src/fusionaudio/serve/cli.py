@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from fusionaudio.commands import HelpFormatter, run_command
+from fusionaudio.infer.cli import add_engine_options, check_engine_args
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -38,6 +39,7 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--min_wait_ms", type=float, default=20.0,
                    help="shortest wait after a batch's first request (0: a lone request starts at once)")
     p.add_argument("--max_body_mb", type=float, default=16.0, help="largest request body (MB)")
+    add_engine_options(p)  # --engine vllm: vLLM's async engine (continuous batching; --max_batch_size = max_num_seqs)
     return p
 
 
@@ -65,8 +67,21 @@ def load_backend(args):
     if note:
         print(note, file=sys.stderr)
     dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
-    engine = create_inference(args.arch, args.base_model, args.model_path, device=device, dtype=dtype)
+    engine_name = getattr(args, "engine", "hf")
+    options = None if engine_name == "hf" else {"serving": True, "vllm_args": args.vllm_args}
+    engine = create_inference(args.arch, args.base_model, args.model_path, device=device, dtype=dtype,
+                              engine=engine_name, engine_options=options)
     return make_backend(engine)
+
+
+def make_batcher(backend, args):
+    """None (the API makes its dynamic :class:`~.batcher.Batcher`) or, for ``--engine vllm``, the started
+    :class:`~.vllm_batcher.VllmBatcher`."""
+    if getattr(args, "engine", "hf") == "hf":
+        return None
+    from fusionaudio.serve.vllm_batcher import VllmBatcher
+
+    return VllmBatcher(backend, args.max_batch_size).start()
 
 
 def default_model_name(args) -> str:
@@ -83,13 +98,15 @@ def serve_main(argv=None) -> int:
         from fusionaudio.serve.api import ServeConfig, create_app
         from fusionaudio.serve.chat import Limits
 
+        check_engine_args(args, several_processes=False)  # vLLM missing: one line saying how to install it
         backend = load_backend(args)
+        batcher = make_batcher(backend, args)
         config = ServeConfig(model_id=default_model_name(args), api_key=args.api_key,
                              max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_batch_size=args.max_batch_size,
                              max_wait_ms=args.max_wait_ms, min_wait_ms=args.min_wait_ms,
                              limits=Limits(max_audio_seconds=args.max_audio_seconds, max_tokens=args.max_tokens))
         print(f"serving {config.model_id!r} ({backend.arch}) on http://{args.host}:{args.port}/v1", file=sys.stderr)
-        uvicorn.run(create_app(backend, config), host=args.host, port=args.port, log_level="warning")
+        uvicorn.run(create_app(backend, config, batcher), host=args.host, port=args.port, log_level="warning")
 
     return run_command(run)
 
