@@ -50,7 +50,7 @@ vllm-env: $(VLLM_STAMP)
 
 # --engine vllm: the engine's tests, and the serve tests against the vLLM server (CPU, a few minutes)
 test-vllm: $(VLLM_STAMP)
-	$(VLLM_PY) -m pytest -q tests/vllm tests/serve/test_serve.py -k vllm
+	$(VLLM_PY) -m pytest -q tests/engine_vllm tests/serve/test_serve.py -k vllm
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache

@@ -1,5 +1,5 @@
 """``--engine`` on the command lines, without vLLM: what is refused, and how (the engine itself is tested in
-tests/vllm/, in the second venv that ``make vllm-env`` builds)."""
+tests/engine_vllm/, in the second venv that ``make vllm-env`` builds)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def test_what_vllm_cannot_do_is_refused_by_name_before_loading(records, tmp_path
 
 def test_vllm_args_need_the_vllm_engine_and_a_json_object(records, tmp_path, capsys):
     assert run_infer(records, tmp_path, "--vllm_args", '{"max_num_seqs": 4}') == 2
-    assert "--vllm_args applies to --engine vllm only" in error_lines(capsys)[0]
+    assert "--vllm_args and --vllm_lora apply to --engine vllm only" in error_lines(capsys)[0]
+    assert run_infer(records, tmp_path, "--vllm_lora", "adapter") == 2
     with pytest.raises(SystemExit) as exc:
         run_infer(records, tmp_path, "--engine", "vllm", "--vllm_args", "[1, 2]")
     assert exc.value.code == 2 and "expected a JSON object" in capsys.readouterr().err
@@ -86,5 +87,5 @@ def test_run_settings_record_only_a_non_default_engine():
     hf = run_settings(build_parser().parse_args(base))
     vllm = run_settings(build_parser().parse_args(base + ["--engine", "vllm"]))
     assert "engine" not in hf  # work dirs written before --engine existed still resume
-    assert vllm == {**hf, "engine": "vllm"}
+    assert vllm == {**hf, "engine": "vllm", "vllm_lora": "merge"}
     assert run_settings(Namespace(**{**vars(build_parser().parse_args(base)), "engine": "hf"})) == hf

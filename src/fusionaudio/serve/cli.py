@@ -68,7 +68,8 @@ def load_backend(args):
         print(note, file=sys.stderr)
     dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     engine_name = getattr(args, "engine", "hf")
-    options = None if engine_name == "hf" else {"serving": True, "vllm_args": args.vllm_args}
+    options = None if engine_name == "hf" else {"serving": True, "vllm_args": args.vllm_args,
+                                                "lora": args.vllm_lora}
     engine = create_inference(args.arch, args.base_model, args.model_path, device=device, dtype=dtype,
                               engine=engine_name, engine_options=options)
     return make_backend(engine)

