@@ -64,7 +64,7 @@ def create_inference(arch: str = "auto", base_model_path=None, model_path=None, 
     see :func:`fusionaudio.audio.resample` (``sinc``, the reference's, by default for both);
     ``check_values=False`` skips the NaN/inf/dtype check of the GAMA weights on load. ``engine="vllm"``
     (GAMA): vLLM serves the Llama (:class:`fusionaudio.gama.vllm_engine.VllmGamaInference`, which takes
-    ``engine_options``: ``serving``, ``vllm_args``, ``cache_dir``)."""
+    ``engine_options``: ``serving``, ``vllm_args``, ``cache_dir``, ``lora``)."""
     if arch == "auto":
         arch = "gama"
         if base_model_path is not None:

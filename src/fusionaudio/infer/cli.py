@@ -61,7 +61,7 @@ def json_object(text: str) -> dict:
 
 
 def add_engine_options(p) -> None:
-    """``--engine`` and ``--vllm_args`` (shared with ``fusionaudio serve``)."""
+    """``--engine``, ``--vllm_args`` and ``--vllm_lora`` (shared with ``fusionaudio serve``)."""
     e = p.add_argument_group("engine")
     e.add_argument("--engine", default="hf", choices=["hf", "vllm"],
                    help="hf: transformers' generate; vllm: vLLM serves the Llama with our audio tokens as prompt "
