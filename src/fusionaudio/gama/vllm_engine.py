@@ -60,14 +60,14 @@ class VllmGamaInference(FusionAudioInference):
                  check_values: bool = True, *, serving: bool = False, vllm_args: dict | None = None,
                  cache_dir=None, lora: str = "merge"):
         require_vllm()
+        if lora not in LORA_MODES:
+            raise UsageError(f"lora must be one of {', '.join(LORA_MODES)}, got {lora!r}")
         target, note = resolve_device(device)
         if note:
             log.warning(note)
         # the whole model is built on the CPU; only the audio side and the embedding table go to `device`
         super().__init__(base_model_path, model_path, device="cpu", dtype=dtype, template=template,
                          resampler=resampler, attention=attention, check_values=check_values)
-        if lora not in LORA_MODES:
-            raise UsageError(f"lora must be one of {', '.join(LORA_MODES)}, got {lora!r}")
         self.lora_rank = self.model.config.lora.r if self.model.lora_enabled else None
         if lora == "merge" and self.model.lora_enabled:
             merge_lora(self.model)
@@ -100,7 +100,7 @@ class VllmGamaInference(FusionAudioInference):
             rank = next((r for r in VLLM_LORA_RANKS if r >= self.lora_rank), None)
             if rank is None:
                 raise UsageError(f"LoRA rank {self.lora_rank} is above vLLM's largest ({VLLM_LORA_RANKS[-1]}); "
-                                 "merge it with `fusionaudio export --merge` first")
+                                 "serve it merged (--vllm_lora merge)")
             args.update(enable_lora=True, max_loras=2, max_lora_rank=rank)
         return {**args, **self.vllm_args, **overrides}
 
