@@ -59,15 +59,28 @@ def detect_arch(base_model_path) -> str:
 
 def create_inference(arch: str = "auto", base_model_path=None, model_path=None, device="cpu", dtype="float32",
                      resampler: str = "sinc", attention: str = "sdpa", check_values: bool = True,
-                     quantize: str | None = None):
+                     quantize: str | None = None, engine: str = "hf", engine_options: dict | None = None):
     """An inference object for either model family (``gama`` or ``audsemthinker``); ``resampler``:
     see :func:`fusionaudio.audio.resample` (``sinc``, the reference's, by default for both);
     ``check_values=False`` skips the NaN/inf/dtype check of the GAMA weights on load; ``quantize``
-    (``none``, ``int8``, ``nf4``): the language model in 8 / 4 bits (:mod:`fusionaudio.loading.quantize`)."""
+    (``none``, ``int8``, ``nf4``): the language model in 8 / 4 bits (:mod:`fusionaudio.loading.quantize`).
+    ``engine="vllm"`` (GAMA): vLLM serves the Llama (:class:`fusionaudio.gama.vllm_engine.VllmGamaInference`,
+    which takes ``engine_options``: ``serving``, ``vllm_args``, ``cache_dir``, ``lora``)."""
     if arch == "auto":
         arch = "gama"
         if base_model_path is not None:
             arch = detect_arch(base_model_path)
+    if engine != "hf":
+        from fusionaudio.gama.vllm_options import check_engine
+
+        check_engine(engine, arch)
+        if quantize not in (None, "none"):
+            raise ValueError(f"--quantize {quantize} applies to --engine hf (bitsandbytes); with --engine {engine} "
+                             "give vLLM its own quantization through --vllm_args")
+        from fusionaudio.gama.vllm_engine import VllmGamaInference
+
+        return VllmGamaInference(base_model_path, model_path, device=device, dtype=dtype, resampler=resampler,
+                                 attention=attention, check_values=check_values, **(engine_options or {}))
     if arch == "gama":
         from fusionaudio.gama.inference import FusionAudioInference
 

@@ -4,6 +4,7 @@ the ``openai`` client (sync and streaming) and by raw HTTP for malformed request
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -24,11 +25,23 @@ KEY = "test-key-123"
 MODEL = "fusionaudio-demo"
 
 
+#: every test runs against each engine this Python has (vLLM: in the venv of `make vllm-env`, `make test-vllm`)
+ENGINES = ["hf"] + (["vllm"] if importlib.util.find_spec("vllm") is not None else [])
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def engine(request) -> str:
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def server():
+def server(engine, tmp_path_factory):
     # one torch thread: the test process and the server share the CPU cores
+    if engine == "vllm":  # where the Llama weights for vLLM are written
+        os.environ.setdefault("FUSIONAUDIO_CACHE", str(tmp_path_factory.mktemp("cache")))
     with ServerProcess("serve", ["--api_key", KEY, "--threads", "1", "--max_batch_size", "8", "--max_wait_ms", "100",
-                                 "--max_audio_seconds", "20", "--max_tokens", "256", "--max_body_mb", "1"]) as url:
+                                 "--max_audio_seconds", "20", "--max_tokens", "256", "--max_body_mb", "1",
+                                 "--engine", engine], timeout=600 if engine == "vllm" else 180) as url:
         yield url
 
 
@@ -213,3 +226,4 @@ def test_bad_requests_do_not_disturb_good_ones(server, client):
     assert out[0::2] == [expected] * 4
     assert out[1::2] == [400] * 4
     assert httpx.get(f"{server}/health").json()["status"] == "ok"
+

@@ -110,10 +110,13 @@ def prompt_key(args, item: Item) -> int:
 def load_answerer(args, device):
     from fusionaudio.inference import create_inference
 
+    engine_name = getattr(args, "engine", "hf")
     engine = create_inference(args.arch, args.base_model, args.model_path, device=device, dtype=args.dtype,
                               resampler=args.resampler, attention=args.attention,
                               check_values=not getattr(args, "no_check_values", False),
-                              quantize=getattr(args, "quantize", None))
+                              quantize=getattr(args, "quantize", None), engine=engine_name,
+                              engine_options=None if engine_name == "hf" else {"vllm_args": args.vllm_args,
+                                                                                "lora": args.vllm_lora})
     if getattr(engine, "model_label", None):
         log.warning("no --base_model: using the %s", engine.model_label)
     if engine.arch == "audsemthinker":

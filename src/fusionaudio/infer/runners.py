@@ -42,6 +42,8 @@ def run_settings(args) -> dict:
         "path_map": [list(p) for p in args.path_map or ()],
         # only when set: runs started before the option existed resume as they were
         **({"quantize": args.quantize} if getattr(args, "quantize", "none") != "none" else {}),
+        # only a non-default engine is recorded, so work dirs of earlier versions still resume
+        **({"engine": args.engine, "vllm_lora": args.vllm_lora} if getattr(args, "engine", "hf") != "hf" else {}),
     }
 
 

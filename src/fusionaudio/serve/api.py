@@ -136,6 +136,17 @@ async def _stream(backend, model_id: str, job, fut, pieces: asyncio.Queue, inclu
             fut.cancel()  # still queued: the batcher skips it; running: the row stops at its next token
 
 
+async def _cancel_on_hang_up(events, fut):
+    """Cancel the request's future when the stream ends before its answer did (the client hung up): a queued
+    job is dropped, and a vLLM request is aborted (its slot freed)."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        if not fut.done():
+            fut.cancel()
+
+
 def create_app(backend, config: ServeConfig | None = None, batcher: Batcher | None = None) -> FastAPI:
     """The API app for ``backend`` (see :func:`fusionaudio.serve.backend.make_backend`)."""
     config = config or ServeConfig()
@@ -197,8 +208,8 @@ def create_app(backend, config: ServeConfig | None = None, batcher: Batcher | No
         if req.stream:
             fut.add_done_callback(lambda _f: loop.call_soon_threadsafe(pieces.put_nowait, _DONE))
             include_usage = bool(req.stream_options and req.stream_options.include_usage)
-            return StreamingResponse(_stream(backend, config.model_id, job, fut, pieces, include_usage),
-                                     media_type="text/event-stream")
+            events = _stream(backend, config.model_id, job, fut, pieces, include_usage)
+            return StreamingResponse(_cancel_on_hang_up(events, fut), media_type="text/event-stream")
         try:
             result = await asyncio.wrap_future(fut)
         except Exception as exc:  # noqa: BLE001 - the error of this request only

@@ -10,6 +10,7 @@ from pathlib import Path
 from fusionaudio.commands import HelpFormatter, run_command
 from fusionaudio.errors import UsageError
 from fusionaudio.loading.quantize import QUANTIZE_CHOICES, QUANTIZE_HELP
+from fusionaudio.infer.cli import add_engine_options, check_engine_args
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -46,6 +47,7 @@ def serve_parser() -> argparse.ArgumentParser:
                         "the longest a connection may sit idle; slower ones get 408 and are closed")
     p.add_argument("--max_connections_per_client", type=int, default=64,
                    help="most connections one client address may hold open; more get 429 and are closed")
+    add_engine_options(p)  # --engine vllm: vLLM's async engine (continuous batching; --max_batch_size = max_num_seqs)
     return p
 
 
@@ -73,9 +75,22 @@ def load_backend(args):
     if note:
         print(note, file=sys.stderr)
     dtype = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
+    engine_name = getattr(args, "engine", "hf")
+    options = None if engine_name == "hf" else {"serving": True, "vllm_args": args.vllm_args,
+                                                "lora": args.vllm_lora}
     engine = create_inference(args.arch, args.base_model, args.model_path, device=device, dtype=dtype,
-                              quantize=args.quantize)
+                              quantize=args.quantize, engine=engine_name, engine_options=options)
     return make_backend(engine)
+
+
+def make_batcher(backend, args):
+    """None (the API makes its dynamic :class:`~.batcher.Batcher`) or, for ``--engine vllm``, the started
+    :class:`~.vllm_batcher.VllmBatcher`."""
+    if getattr(args, "engine", "hf") == "hf":
+        return None
+    from fusionaudio.serve.vllm_batcher import VllmBatcher
+
+    return VllmBatcher(backend, args.max_batch_size).start()
 
 
 def default_model_name(args) -> str:
@@ -91,17 +106,19 @@ def serve_main(argv=None) -> int:
         from fusionaudio.serve.chat import Limits
         from fusionaudio.serve.connections import ClientLimits, serve_app
 
+        check_engine_args(args, several_processes=False)  # vLLM missing: one line saying how to install it
         try:
             client_limits = ClientLimits(args.request_timeout, args.max_connections_per_client)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         backend = load_backend(args)
+        batcher = make_batcher(backend, args)
         config = ServeConfig(model_id=default_model_name(args), api_key=args.api_key,
                              max_body_bytes=int(args.max_body_mb * 1024 * 1024), max_batch_size=args.max_batch_size,
                              max_wait_ms=args.max_wait_ms, min_wait_ms=args.min_wait_ms,
                              limits=Limits(max_audio_seconds=args.max_audio_seconds, max_tokens=args.max_tokens))
         print(f"serving {config.model_id!r} ({backend.arch}) on http://{args.host}:{args.port}/v1", file=sys.stderr)
-        serve_app(create_app(backend, config), args.host, args.port, client_limits)
+        serve_app(create_app(backend, config, batcher), args.host, args.port, client_limits)
 
     return run_command(run)
 
