@@ -17,7 +17,7 @@ import torch
 from fusionaudio.gama.tokenizer import check_vocab_size, load_tokenizer  # noqa: F401 - load_tokenizer is re-exported
 from fusionaudio.gama.checkpoints import ADAPTER_CONFIG, CHECKPOINT_FILES, LOCAL_CONFIG, CheckpointError, base_weight_files, check_lora_weights, config_from_file, effective_lora, raise_on_bad_values, raise_problems, read_adapter_config, read_config
 from fusionaudio.loading.files import listing
-from fusionaudio.loading.quantize import check_quantize, refuse_quantized_keys, quantized_weight_shapes
+from fusionaudio.loading.quantize import check_quantize, pack_for_cpu_inference, refuse_quantized_keys, quantized_weight_shapes
 from fusionaudio.loading.weights import load_state_file, resolve_dtype, state_keys
 from fusionaudio.gama.config import GamaConfig
 from fusionaudio.gama.modeling import GamaForCausalLM
@@ -258,6 +258,8 @@ def load_model(base_model_path, model_path=None, device="cpu", dtype=torch.float
     if model_path is not None:
         load_finetuned(model, model_path, check_values=check_values)
     model.eval()
+    if check_quantize(quantize):
+        pack_for_cpu_inference(model)
     leftovers = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if leftovers:
         raise CheckpointError(f"{base_model_path}: tensors left uninitialised: {listing(leftovers)}")
