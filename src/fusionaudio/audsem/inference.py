@@ -20,6 +20,7 @@ from fusionaudio.audsem.adapter import apply_adapter
 from fusionaudio.audsem.config import DEFAULT_PROMPT_MODE, GENERATION_DEFAULTS, SYSTEM_PROMPT, build_instruction
 from fusionaudio.audsem.loading import load_thinker
 from fusionaudio.audsem.processor import OmniAudioProcessor, build_conversation, check_resampler, load_audio
+from fusionaudio.loading.quantize import check_quantize, pack_for_cpu_inference
 from fusionaudio.loading.weights import resolve_dtype
 from fusionaudio.records import TEXT_ONLY
 from fusionaudio.sampling import sampling_options
@@ -64,6 +65,8 @@ class AudSemThinkerInference:
         if model_path is not None:
             model = apply_adapter(model, model_path)
         self.model = model.eval()
+        if check_quantize(quantize):
+            pack_for_cpu_inference(self.model)
 
     # ----------------------------------------------------------------------------------- prompting
     def instruction(self, question: str | None) -> str:

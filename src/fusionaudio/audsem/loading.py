@@ -9,7 +9,7 @@ import torch
 from fusionaudio.audsem.sizes import check_thinker_sizes
 from fusionaudio.errors import CheckpointError
 from fusionaudio.loading.files import read_json_object, refuse_remote_code
-from fusionaudio.loading.quantize import check_quantize, transformers_config
+from fusionaudio.loading.quantize import check_quantize, release_free_memory, transformers_config
 from fusionaudio.loading.weights import resolve_dtype
 
 OMNI_TYPES = ("qwen2_5_omni", "qwen2_5_omni_thinker")
@@ -73,4 +73,7 @@ def load_thinker(base_model_path, dtype=torch.float32, device="cpu", quantize: s
         problems.append(f"unexpected weights: {sorted(unexpected)[:10]}")
     if problems:
         raise ValueError(f"{path}: checkpoint does not match the thinker config; " + "; ".join(problems))
-    return (model if quantize else model.to(device)).eval()  # a quantized model is placed by device_map
+    if quantize:
+        release_free_memory()  # what quantizing freed (see fusionaudio.loading.quantize)
+        return model.eval()  # placed by device_map
+    return model.to(device).eval()

@@ -19,7 +19,7 @@ from fusionaudio.gama.checkpoints import ADAPTER_CONFIG, CHECKPOINT_FILES, LOCAL
 from fusionaudio.gama.checkpoints import TRAINING_ARGS, is_training_output, recorded_base_dir
 from fusionaudio.loading.device import resolve_device
 from fusionaudio.loading.files import listing
-from fusionaudio.loading.quantize import check_quantize, refuse_quantized_keys, quantized_weight_shapes
+from fusionaudio.loading.quantize import check_quantize, pack_for_cpu_inference, refuse_quantized_keys, quantized_weight_shapes
 from fusionaudio.loading.weights import load_state_file, resolve_dtype, state_keys
 from fusionaudio.gama.config import GamaConfig
 from fusionaudio.gama.modeling import GamaForCausalLM
@@ -281,6 +281,8 @@ def load_model(base_model_path, model_path=None, device="cpu", dtype=torch.float
     if model_path is not None:
         load_finetuned(model, model_path, check_values=check_values)
     model.eval()
+    if check_quantize(quantize):
+        pack_for_cpu_inference(model)
     leftovers = [n for n, t in list(model.named_parameters()) + list(model.named_buffers()) if t.is_meta]
     if leftovers:
         raise CheckpointError(f"{base_model_path}: tensors left uninitialised: {listing(leftovers)}")

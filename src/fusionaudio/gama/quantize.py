@@ -15,7 +15,8 @@ import torch
 
 from fusionaudio.errors import CheckpointError
 from fusionaudio.loading.files import listing
-from fusionaudio.loading.quantize import bitsandbytes_module, check_quantize, quantized_linear, release_file_pages
+from fusionaudio.loading.quantize import (bitsandbytes_module, check_quantize, quantized_linear, release_file_pages,
+                                         release_free_memory)
 
 #: The Llama weights that are quantized (our names; ``base_layer`` when LoRA wraps the layer).
 _TARGET = re.compile(r"^llm\.model\.layers\.\d+\.(?:self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj)"
@@ -43,6 +44,7 @@ class LlmQuantizer:
         self.modules[module_name] = quantized_linear(tensor, self.method, self.dtype, self.device)
         self.keys.add(name)
         release_file_pages(tensor, path)
+        release_free_memory()
 
     def install(self, model, state: dict[str, torch.Tensor]) -> None:
         """Put the quantized layers into ``model`` (built on the meta device, without LoRA) and assign the

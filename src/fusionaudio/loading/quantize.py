@@ -5,7 +5,9 @@ whole model is ever in memory.
 * ``--quantize {none,int8,nf4}`` (``quantize=`` in Python) everywhere: :func:`check_quantize`;
 * a missing bitsandbytes is one line saying how to install it (:func:`bitsandbytes_module`);
 * :func:`quantized_linear` turns one weight tensor into a frozen quantized ``Linear``;
-* :func:`release_file_pages` hands back a memory-mapped weight's pages once its quantized copy exists;
+* :func:`release_file_pages` hands back a memory-mapped weight's pages once its quantized copy exists, and
+  :func:`release_free_memory` the heap memory quantizing leaves free;
+* :func:`pack_for_cpu_inference` repacks NF4 weights for bitsandbytes' fast CPU kernel at load time;
 * :func:`transformers_config` is the same choice for transformers' own loader (AudSemThinker);
 * :func:`prepare_for_training` / :func:`refuse_merge`: QLoRA's frozen base, and no LoRA merged into it.
 
@@ -164,6 +166,23 @@ def merge_note(model_path, args_file: str) -> str | None:
             "weights, never into 8/4-bit ones, so the merged model answers as the full-precision base + LoRA")
 
 
+def pack_for_cpu_inference(model: torch.nn.Module) -> None:
+    """Repack NF4 weights for bitsandbytes' AVX512-BF16 CPU kernel now, one layer at a time, as its first
+    forward would do all at once (measured on the 7B: +3.3 GB of freed-but-kept heap, 160 s in the first token).
+    No-op for int8, CUDA and layers the kernel does not take."""
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu
+
+    for module in model.modules():
+        if not (is_quantized_module(module) and getattr(module, "support_avx512bf16_for_cpu", False)):
+            continue
+        weight = module.weight
+        if weight.device.type != "cpu" or getattr(weight.quant_state, "packing_format_for_cpu", False):
+            continue
+        weight.data, weight.quant_state = _convert_weight_packed_for_cpu(weight.data, weight.quant_state)
+        module.quant_state = weight.quant_state
+        release_free_memory()
+
+
 def prepare_for_training(model: torch.nn.Module) -> None:
     """QLoRA: the quantized weights stay frozen; bitsandbytes' fast NF4 CPU kernel (taken in eval mode) has
     no backward, so it is switched off and any weight already repacked for it is unpacked."""
@@ -195,6 +214,20 @@ def transformers_config(method: str, compute_dtype: torch.dtype, keep: tuple[str
 
 # -- memory ----------------------------------------------------------------------------------
 _MADV_DONTNEED = 4
+
+
+def release_free_memory() -> None:
+    """Return the C heap's free pages to the system (glibc ``malloc_trim``; elsewhere nothing). glibc keeps
+    freed blocks under 32 MB in its heap, and quantizing a layer frees many (its temporaries, the weight it
+    replaces) between blocks that stay: without this the freed memory piles up, layer after layer."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (e.g. musl)
+        pass
 
 
 def _private_file_mapping(start: int, end: int, path) -> bool:
