@@ -60,3 +60,30 @@ def test_other_tensors_are_left_alone(tmp_path):
     save_file({"a": copy}, str(other))
     assert not release_file_pages(load_state_file(path)["a"], other)  # mapped from another file
     assert torch.equal(t, copy)
+
+
+def test_training_switches_the_packed_cpu_kernel_off_and_inference_back_on():
+    pytest.importorskip("bitsandbytes")
+    from bitsandbytes.functional import has_avx512bf16
+
+    from fusionaudio.loading.quantize import pack_for_cpu_inference, prepare_for_training, quantized_linear
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(quantized_linear(torch.randn(128, 128), "nf4", torch.float32, "cpu"))
+    layer = model[0]
+    x = torch.randn(3, 128)
+
+    def packed():
+        return bool(getattr(layer.weight.quant_state, "packing_format_for_cpu", False))
+
+    pack_for_cpu_inference(model)
+    assert layer.support_avx512bf16_for_cpu == packed() == has_avx512bf16()
+    with torch.no_grad():
+        first = layer(x)
+    prepare_for_training(model)
+    assert not layer.support_avx512bf16_for_cpu and not packed()
+    pack_for_cpu_inference(model)
+    assert packed() == has_avx512bf16()
+    with torch.no_grad():  # not bit-equal: unpacking re-quantizes the bf16 block scales
+        again = layer(x)
+    assert float((again - first).norm() / first.norm()) < 0.01

@@ -100,8 +100,7 @@ def quantized_linear(weight: torch.Tensor, method: str, compute_dtype: torch.dty
     else:
         module.weight = bnb.nn.Params4bit(weight.detach(), requires_grad=False, blocksize=NF4_BLOCKSIZE,
                                           compress_statistics=True, quant_type="nf4", module=module)
-        # its fast CPU kernel takes only some shapes, and has no backward (see prepare_for_training)
-        module.support_avx512bf16_for_cpu &= out_features % _CPU_PACK_BLOCK == 0 and in_features % NF4_BLOCKSIZE == 0
+        module.support_avx512bf16_for_cpu = _cpu_kernel_takes(module)
     return module.to(device).eval()  # bitsandbytes quantizes on the move to a device
 
 
@@ -166,17 +165,30 @@ def merge_note(model_path, args_file: str) -> str | None:
             "weights, never into 8/4-bit ones, so the merged model answers as the full-precision base + LoRA")
 
 
+def _cpu_kernel_takes(module: torch.nn.Module) -> bool:
+    """Whether bitsandbytes' fast NF4 CPU kernel (AVX512-BF16, no backward) takes this layer: the CPU must
+    have the instructions, and the kernel takes only some shapes."""
+    from bitsandbytes.functional import has_avx512bf16
+
+    return (has_avx512bf16() and module.out_features % _CPU_PACK_BLOCK == 0
+            and module.in_features % NF4_BLOCKSIZE == 0)
+
+
 def pack_for_cpu_inference(model: torch.nn.Module) -> None:
     """Repack NF4 weights for bitsandbytes' AVX512-BF16 CPU kernel now, one layer at a time, as its first
     forward would do all at once (measured on the 7B: +3.3 GB of freed-but-kept heap, 160 s in the first token).
-    No-op for int8, CUDA and layers the kernel does not take."""
+    Undoes :func:`prepare_for_training`'s switch. The kernel keeps each block's scale in bf16, so its answers
+    differ slightly from the training kernel's. No-op for int8, CUDA and layers the kernel does not take."""
     from bitsandbytes.functional import _convert_weight_packed_for_cpu
 
     for module in model.modules():
-        if not (is_quantized_module(module) and getattr(module, "support_avx512bf16_for_cpu", False)):
+        if not (is_quantized_module(module) and hasattr(module, "support_avx512bf16_for_cpu")):
             continue
         weight = module.weight
-        if weight.device.type != "cpu" or getattr(weight.quant_state, "packing_format_for_cpu", False):
+        if weight.device.type != "cpu":
+            continue
+        module.support_avx512bf16_for_cpu = _cpu_kernel_takes(module)
+        if not module.support_avx512bf16_for_cpu or getattr(weight.quant_state, "packing_format_for_cpu", False):
             continue
         weight.data, weight.quant_state = _convert_weight_packed_for_cpu(weight.data, weight.quant_state)
         module.quant_state = weight.quant_state
@@ -185,7 +197,8 @@ def pack_for_cpu_inference(model: torch.nn.Module) -> None:
 
 def prepare_for_training(model: torch.nn.Module) -> None:
     """QLoRA: the quantized weights stay frozen; bitsandbytes' fast NF4 CPU kernel (taken in eval mode) has
-    no backward, so it is switched off and any weight already repacked for it is unpacked."""
+    no backward, so it is switched off and any weight already repacked for it is unpacked (not exactly: the
+    packed form keeps each block's scale in bf16)."""
     from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
 
     for module in model.modules():
