@@ -17,7 +17,8 @@ import torch
 from fusionaudio.gama.tokenizer import check_vocab_size, load_tokenizer  # noqa: F401 - load_tokenizer is re-exported
 from fusionaudio.gama.checkpoints import ADAPTER_CONFIG, CHECKPOINT_FILES, LOCAL_CONFIG, CheckpointError, base_weight_files, check_lora_weights, config_from_file, effective_lora, raise_on_bad_values, raise_problems, read_adapter_config, read_config
 from fusionaudio.loading.files import listing
-from fusionaudio.loading.quantize import check_quantize, pack_for_cpu_inference, refuse_quantized_keys, quantized_weight_shapes
+from fusionaudio.loading.quantize import (check_quantize, pack_for_cpu_inference, quantized_weight_shapes,
+                                         refuse_quantized_keys, release_file_pages)
 from fusionaudio.loading.weights import load_state_file, resolve_dtype, state_keys
 from fusionaudio.gama.config import GamaConfig
 from fusionaudio.gama.modeling import GamaForCausalLM
@@ -197,8 +198,8 @@ def load_finetuned(model: GamaForCausalLM, path: str | Path, check_values: bool 
     origin = {}
     mapped, unexpected, wrong = map_state(raw, expected, unused, origin)
     refuse_quantized_keys(path, mapped, model)
-    if check_values:
-        raise_on_bad_values(path, {origin[k]: v for k, v in mapped.items()})
+    if check_values:  # tensor by tensor, each one's file pages handed back: the file is never all in memory
+        raise_on_bad_values(path, {origin[k]: v for k, v in mapped.items()}, mapped_from=path)
     lora_keys = {k for k in expected if ".lora_" in k}
     base_names = getattr(model, "loaded_from_base", None)
     if base_names is None:
@@ -212,6 +213,7 @@ def load_finetuned(model: GamaForCausalLM, path: str | Path, check_values: bool 
     with torch.no_grad():
         for k, v in mapped.items():
             params[k].copy_(v.to(params[k].dtype))
+            release_file_pages(v, path)
     return sorted(mapped)
 
 
