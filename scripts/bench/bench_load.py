@@ -39,6 +39,11 @@ MANIFESTS = REPO / "tests" / "data" / "reference"
 TRAINED = ("lora", "audio", "qformer", "Qformer", "query_tokens")
 
 
+def current_rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) * 1024
+
+
 def peak_rss_bytes() -> int:
     """This process's peak RSS: VmHWM, the high-water mark of its own memory map (``ru_maxrss`` would also
     count the parent's peak, which Linux carries over the fork and exec of ``_measure``)."""
@@ -117,6 +122,7 @@ def measure_load(work: Path, new_tokens: int, quantize: str = "none") -> None:
     model, tok = load_model(work / "base", work / "finetuned.pth", dtype=torch.bfloat16, quantize=quantize)
     load_s = time.perf_counter() - t
     rss_load = peak_rss_bytes()
+    rss_now = current_rss_bytes()
     n_params = sum(p.numel() for p in model.parameters())
     fbank = load_fbank(REPO / "data" / "example" / "demo_clip.wav")[None].to(torch.bfloat16)
     enc = tok([build_prompt("Describe the audio.")], return_tensors="pt", padding=True)
@@ -133,8 +139,8 @@ def measure_load(work: Path, new_tokens: int, quantize: str = "none") -> None:
     peak = peak_rss_bytes()
     print(f"[{quantize}] parameters: {n_params / 1e9:.3f} B; weight bytes (bf16 files): {weight_bytes / 1e9:.2f} GB")
     print(f"[{quantize}] load_model(dtype=bfloat16, quantize={quantize!r}): {load_s:.1f} s")
-    print(f"[{quantize}] peak RSS: at start {rss_before / 1e9:.2f} GB, after loading {rss_load / 1e9:.2f} GB, after "
-          f"generating {peak / 1e9:.2f} GB = {peak / weight_bytes:.2f}x the weight bytes")
+    print(f"[{quantize}] peak RSS: at start {rss_before / 1e9:.2f} GB, after loading {rss_load / 1e9:.2f} GB (RSS then "
+          f"{rss_now / 1e9:.2f} GB), after generating {peak / 1e9:.2f} GB = {peak / weight_bytes:.2f}x the weight bytes")
     print(f"[{quantize}] generate: {new.shape[1]} new tokens in {gen_s:.1f} s; first token {first_s:.2f} s "
           f"(audio + prompt + 1 step), then {per_token_s:.3f} s per token")
     print("RESULT " + json.dumps({"quantize": quantize, "load_s": load_s, "peak_rss": peak, "rss_load": rss_load,

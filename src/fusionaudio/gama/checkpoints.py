@@ -17,6 +17,7 @@ import torch
 
 from fusionaudio.errors import CheckpointError
 from fusionaudio.loading.files import listing, read_json_file
+from fusionaudio.loading.quantize import release_file_pages
 from fusionaudio.loading.weights import index_files
 from fusionaudio.gama.config import GamaConfig, LoraSettings
 
@@ -126,8 +127,9 @@ def read_config(directory: Path) -> tuple[GamaConfig, str]:
 
 
 # -- values -------------------------------------------------------------------------------
-def bad_values(state: dict[str, torch.Tensor], names=None) -> tuple[list[str], list[str]]:
-    """(non-finite, wrongly typed) tensor names among ``names`` (default: all) of ``state``."""
+def bad_values(state: dict[str, torch.Tensor], names=None, mapped_from=None) -> tuple[list[str], list[str]]:
+    """(non-finite, wrongly typed) tensor names among ``names`` (default: all) of ``state``. ``mapped_from``:
+    the weight file ``state`` is memory-mapped from; each tensor's pages are handed back once checked."""
     nonfinite, wrong_type = [], []
     for name in names if names is not None else state:
         t = state[name]
@@ -135,6 +137,8 @@ def bad_values(state: dict[str, torch.Tensor], names=None) -> tuple[list[str], l
             wrong_type.append(f"{name} ({str(t.dtype).replace('torch.', '')}, expected a floating-point tensor)")
         elif t.numel() and not bool(torch.isfinite(t).all()):
             nonfinite.append(name)
+        if mapped_from is not None:
+            release_file_pages(t, mapped_from)
     return nonfinite, wrong_type
 
 
@@ -146,9 +150,10 @@ def raise_problems(source, groups, suffix: str = "") -> None:
         raise CheckpointError(f"{source}: " + "; ".join(problems) + suffix)
 
 
-def raise_on_bad_values(source, state: dict[str, torch.Tensor], names=None) -> None:
-    """Error naming the tensors with NaN/inf values or a non-float dtype (``check_values=False`` skips)."""
-    nonfinite, wrong_type = bad_values(state, names)
+def raise_on_bad_values(source, state: dict[str, torch.Tensor], names=None, mapped_from=None) -> None:
+    """Error naming the tensors with NaN/inf values or a non-float dtype (``check_values=False`` skips);
+    ``mapped_from``: see :func:`bad_values`."""
+    nonfinite, wrong_type = bad_values(state, names, mapped_from)
     raise_problems(source, [("tensor(s) with NaN/inf values", nonfinite), ("tensor(s) of the wrong type", wrong_type)],
                    " (check_values=False loads it anyway)")
 

@@ -19,7 +19,8 @@ from fusionaudio.gama.checkpoints import ADAPTER_CONFIG, CHECKPOINT_FILES, LOCAL
 from fusionaudio.gama.checkpoints import TRAINING_ARGS, is_training_output, recorded_base_dir
 from fusionaudio.loading.device import resolve_device
 from fusionaudio.loading.files import listing
-from fusionaudio.loading.quantize import check_quantize, pack_for_cpu_inference, refuse_quantized_keys, quantized_weight_shapes
+from fusionaudio.loading.quantize import (check_quantize, pack_for_cpu_inference, quantized_weight_shapes,
+                                         refuse_quantized_keys, release_file_pages)
 from fusionaudio.loading.weights import load_state_file, resolve_dtype, state_keys
 from fusionaudio.gama.config import GamaConfig
 from fusionaudio.gama.modeling import GamaForCausalLM
@@ -201,8 +202,8 @@ def load_finetuned(model: GamaForCausalLM, path: str | Path, check_values: bool 
     origin = {}
     mapped, unexpected, wrong = map_state(raw, expected, unused, origin)
     refuse_quantized_keys(path, mapped, model)
-    if check_values:
-        raise_on_bad_values(path, {origin[k]: v for k, v in mapped.items()})
+    if check_values:  # tensor by tensor, each one's file pages handed back: the file is never all in memory
+        raise_on_bad_values(path, {origin[k]: v for k, v in mapped.items()}, mapped_from=path)
     lora_keys = {k for k in expected if ".lora_" in k}
     base_names = getattr(model, "loaded_from_base", None)
     if base_names is None:
@@ -216,6 +217,7 @@ def load_finetuned(model: GamaForCausalLM, path: str | Path, check_values: bool 
     with torch.no_grad():
         for k, v in mapped.items():
             params[k].copy_(v.to(params[k].dtype))
+            release_file_pages(v, path)
     return sorted(mapped)
 
 
