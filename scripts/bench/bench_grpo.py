@@ -46,18 +46,24 @@ def make_clips(folder: Path, count: int, rng: np.random.Generator, prefix: str) 
     return clips
 
 
-def scale_output_layer(base: Path, factor: float) -> None:
-    """Multiply the tiny model's ``lm_head`` by ``factor``: at its random init (std 0.02, 64 dims) no logit can
-    exceed about 1.3, so no LoRA on q/v could make any answer likely; the scaled head lets it."""
+def rescale_tiny_model(base: Path, head_scale: float, audio_scale: float) -> None:
+    """Two changes to the tiny random model, so that a few hundred CPU steps can teach it anything:
+    ``lm_head`` times ``head_scale`` (at std 0.02 over 64 dims no logit can exceed about 1.3, so no LoRA could
+    make an answer likely) and the audio encoder's two input convolutions times ``audio_scale`` (at their
+    random init the sinusoidal positions swamp the clip: a tone's and a noise's mean audio embeddings have
+    cosine 0.996; at x10, 0.15)."""
     from safetensors.torch import load_file, save_file
 
     weights = load_file(str(base / "model.safetensors"))
-    key = next(k for k in weights if k.endswith("lm_head.weight"))
-    weights[key] = weights[key] * factor
+    for key in weights:
+        if key.endswith("lm_head.weight"):
+            weights[key] = weights[key] * head_scale
+        elif key.endswith(("audio_tower.conv1.weight", "audio_tower.conv2.weight")):
+            weights[key] = weights[key] * audio_scale
     save_file(weights, str(base / "model.safetensors"), metadata={"format": "pt"})
 
 
-def write_data(work: Path, train, seed: int) -> tuple[Path, Path]:
+def write_data(work: Path, train, seed: int, label_accuracy: float) -> tuple[Path, Path]:
     from fusionaudio.audsem.grpo_data import question_text
 
     rows = [{"audio_id": f"audio/{name}", "question": QUESTION, "choices": CHOICES, "answer": letter}
@@ -65,26 +71,33 @@ def write_data(work: Path, train, seed: int) -> tuple[Path, Path]:
     grpo_data = work / "grpo.json"
     grpo_data.write_text(json.dumps(rows))
     pick = random.Random(seed)
+    flip = {"A": "B", "B": "A"}
     sft_rows = [{"audio_id": r["audio_id"], "instruction": question_text(r), "input": "",
-                 "output": f"<think>I listen to the clip.</think>\n<answer>{pick.choice('AB')}</answer>"}
-                for r in rows]  # the answer is a coin flip: SFT teaches the format, not the task
+                 "output": "<think>I listen.</think>\n<answer>"
+                           f"{r['answer'] if pick.random() < label_accuracy else flip[r['answer']]}</answer>"}
+                for r in rows]  # noisy labels: SFT teaches the format and, weakly, the task
     sft_data = work / "sft.json"
     sft_data.write_text(json.dumps(sft_rows))
     return sft_data, grpo_data
 
 
-def evaluate(base, adapter, clips, folder: Path) -> dict:
-    """Greedy answers to held-out clips: accuracy and strict-format rate."""
+def evaluate(base, adapter, clips, folder: Path, temperature: float, samples: int = 4) -> dict:
+    """Held-out clips answered greedily (accuracy, strict-format rate) and sampled at the GRPO temperature
+    (``samples`` answers per clip: the expected accuracy reward of the policy)."""
     from fusionaudio.audsem.grpo_data import question_text
     from fusionaudio.audsem.inference import AudSemThinkerInference
     from fusionaudio.audsem.rewards import accuracy, strict_format
 
     engine = AudSemThinkerInference(base, model_path=adapter, prompt_mode="raw")
     question = question_text({"question": QUESTION, "choices": CHOICES})
-    texts = engine.predict_batch([str(folder / name) for name, _ in clips], question, max_new_tokens=32, greedy=True)
-    return {"accuracy": float(np.mean(accuracy(texts, [letter for _, letter in clips]))),
-            "format": float(np.mean(strict_format(texts)) * 2), "answers_A": sum("<answer>A" in t for t in texts),
-            "example": texts[0]}
+    paths, answers = [str(folder / name) for name, _ in clips], [letter for _, letter in clips]
+    texts = engine.predict_batch(paths, question, max_new_tokens=24, greedy=True)
+    sampled = engine.predict_batch(paths * samples, question, max_new_tokens=24, do_sample=True,
+                                   temperature=temperature, top_p=1.0, top_k=0, seed=0)
+    return {"greedy_accuracy": float(np.mean(accuracy(texts, answers))),
+            "greedy_format": float(np.mean(strict_format(texts)) * 2),
+            "sampled_accuracy": float(np.mean(accuracy(sampled, answers * samples))),
+            "sampled_format": float(np.mean(strict_format(sampled)) * 2), "example": texts[0]}
 
 
 def plot(log: list[dict], png: Path, window: int) -> None:
@@ -119,14 +132,18 @@ def main() -> None:
     p.add_argument("--png", default="docs/audsemthinker_grpo_reward.png")
     p.add_argument("--train_clips", type=int, default=16, help="clips per class for training")
     p.add_argument("--eval_clips", type=int, default=20, help="held-out clips per class")
-    p.add_argument("--sft_steps", type=int, default=40)
-    p.add_argument("--sft_lr", type=float, default=3e-3)
-    p.add_argument("--grpo_steps", type=int, default=60)
-    p.add_argument("--grpo_lr", type=float, default=3e-3)
+    p.add_argument("--sft_steps", type=int, default=150)
+    p.add_argument("--sft_lr", type=float, default=2e-2, help="constant")
+    p.add_argument("--sft_label_accuracy", type=float, default=0.7,
+                   help="share of SFT targets with the right answer (the rest have the wrong one)")
+    p.add_argument("--grpo_steps", type=int, default=100)
+    p.add_argument("--grpo_lr", type=float, default=1e-2, help="decayed linearly to 0 (TRL)")
+    p.add_argument("--temperature", type=float, default=0.7, help="GRPO rollout temperature")
     p.add_argument("--batch_size", type=int, default=8, help="GRPO completions per optimizer step")
     p.add_argument("--num_generations", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--head_scale", type=float, default=8.0, help="factor on the tiny model's random lm_head")
+    p.add_argument("--head_scale", type=float, default=10.0, help="factor on the tiny model's random lm_head")
+    p.add_argument("--audio_scale", type=float, default=10.0, help="factor on its audio input convolutions")
     a = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from fusionaudio.audsem.grpo import grpo
@@ -136,22 +153,22 @@ def main() -> None:
     work = Path(a.work_dir)
     rng = np.random.default_rng(a.seed)
     base = build_tiny_checkpoint(work / "omni", full_omni=True, seed=a.seed)
-    scale_output_layer(base, a.head_scale)
+    rescale_tiny_model(base, a.head_scale, a.audio_scale)
     train_clips = make_clips(work / "audio", a.train_clips, rng, "train")
     eval_clips = make_clips(work / "audio", a.eval_clips, rng, "eval")
-    sft_data, grpo_data = write_data(work, train_clips, a.seed)
+    sft_data, grpo_data = write_data(work, train_clips, a.seed, a.sft_label_accuracy)
     t0 = time.time()
     train(str(base), str(sft_data), str(work / "sft"), lr=a.sft_lr, batch_size=4, max_steps=a.sft_steps,
-          lora_dropout=0.0, prompt_mode="raw", structured_variant="two", seed=a.seed)
+          lora_dropout=0.0, prompt_mode="raw", structured_variant="two", seed=a.seed, lr_scheduler="constant")
     t_sft = time.time() - t0
-    before = evaluate(base, work / "sft", eval_clips, work / "audio")
+    before = evaluate(base, work / "sft", eval_clips, work / "audio", a.temperature)
     t0 = time.time()
     out = work / "grpo"
     result = grpo(str(base), str(grpo_data), str(out), model_path=str(work / "sft"), lr=a.grpo_lr,
                   batch_size=a.batch_size, num_generations=a.num_generations, max_steps=a.grpo_steps,
-                  max_completion_length=24, logging_steps=1, save_steps=0, seed=a.seed, device="cpu")
+                  max_completion_length=24, temperature=a.temperature, logging_steps=1, save_steps=0, seed=a.seed, device="cpu")
     t_grpo = time.time() - t0
-    after = evaluate(base, out, eval_clips, work / "audio")
+    after = evaluate(base, out, eval_clips, work / "audio", a.temperature)
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     plot(log, Path(a.png), window=10)
     rewards = [e["reward"] for e in log if "reward" in e]
@@ -163,7 +180,7 @@ def main() -> None:
         "reward_last_10pct": round(float(np.mean(rewards[-tenth:])), 3),
         "accuracy_reward_first_10pct": round(float(np.mean(acc[:tenth])), 3),
         "accuracy_reward_last_10pct": round(float(np.mean(acc[-tenth:])), 3),
-        "heldout_greedy_before_grpo": before, "heldout_greedy_after_grpo": after, "png": a.png}, indent=1))
+        "heldout_before_grpo": before, "heldout_after_grpo": after, "png": a.png}, indent=1))
 
 
 if __name__ == "__main__":

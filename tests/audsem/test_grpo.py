@@ -94,7 +94,21 @@ def test_a_prompt_is_never_cut_to_max_prompt_length(env):
 
 # --------------------------------------------------------------------------------- audio in the trainer
 
-def _trainer(env, tmp_path, rewards=None, **config):
+@pytest.fixture(scope="module")
+def sharp_ckpt(env):
+    """The tiny checkpoint with its lm_head x10: at the random init (std 0.02, 64 dims) no logit can exceed
+    about 1.3, too flat a policy for a few GRPO steps to move measurably."""
+    from safetensors.torch import load_file, save_file
+
+    out = env["root"] / "sharp"
+    shutil.copytree(env["ckpt"], out)
+    weights = load_file(str(out / "model.safetensors"))
+    weights = {k: v * 10 if k.endswith("lm_head.weight") else v for k, v in weights.items()}
+    save_file(weights, str(out / "model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+def _trainer(env, tmp_path, rewards=None, ckpt=None, **config):
     from datasets import Dataset
     from trl import GRPOConfig
 
@@ -103,7 +117,7 @@ def _trainer(env, tmp_path, rewards=None, **config):
     from fusionaudio.audsem.grpo_trainer import AudioGRPOTrainer
 
     rows = dataset_rows(load_grpo_records(env["data"], env["proc"]))
-    model, peft_config = _build_policy(env["ckpt"], None, torch.float32, "cpu", dict(
+    model, peft_config = _build_policy(ckpt or env["ckpt"], None, torch.float32, "cpu", dict(
         r=8, lora_alpha=16, lora_dropout=0.0, target_modules="q_proj,v_proj"))
     settings = dict(output_dir=str(tmp_path / "trainer"), per_device_train_batch_size=4, num_generations=4,
                     max_completion_length=12, use_cpu=True, bf16=False, report_to="none", beta=0.01,
@@ -158,26 +172,39 @@ def test_vllm_rollouts_are_refused(env, tmp_path):
         _trainer(env, tmp_path, use_vllm=True)
 
 
-def test_rewards_reach_the_trainer(env, tmp_path):
+def _even_share(trainer, env):
+    """Probability of an even token id as the first completion token, averaged over both records' prompts."""
+    from fusionaudio.audsem.grpo_data import clean_messages
+
+    rows = [trainer.train_dataset[i] for i in (0, 1)]
+    proc = env["proc"]
+    texts = [proc.apply_chat_template(clean_messages(r["prompt"])) for r in rows]
+    inputs = proc(texts, audio=[load_clip(r["audio_path"], proc) for r in rows])
+    with torch.no_grad():
+        probs = torch.softmax(trainer.model(**inputs).logits[:, -1], -1)
+    return float(probs[:, 0::2].sum(-1).mean())
+
+
+def test_rewards_reach_the_trainer_and_steer_the_policy(env, sharp_ckpt, tmp_path):
     calls = []
 
-    def spy_reward(completions, answer, record, **kwargs):
-        calls.append((completions, answer, record))
-        return [0.25 * (i % 4) for i in range(len(completions))]
+    def even_tokens(completions, completion_ids, answer, record, **kwargs):  # share of even token ids
+        rewards = [sum(t % 2 == 0 for t in ids) / max(1, len(ids)) for ids in completion_ids]
+        calls.append((completions, answer, record, rewards))
+        return rewards
 
-    trainer = _trainer(env, tmp_path, rewards=[spy_reward], max_steps=2, learning_rate=1e-3)
+    trainer = _trainer(env, tmp_path, rewards=[even_tokens], ckpt=sharp_ckpt, max_steps=4, learning_rate=1e-2)
+    before = _even_share(trainer, env)
     trainer.train()
-    assert len(calls) == 2
-    for completions, answers, records in calls:
+    assert len(calls) == 4
+    for completions, answers, records, _ in calls:
         assert len(completions) == 4 and all(c[0]["role"] == "assistant" for c in completions)
         assert len(set(records)) == 1 and answers == [["A", "B"][records[0]]] * 4
     logged = [h for h in trainer.state.log_history if "reward" in h]
-    assert len(logged) == 2
-    for entry in logged:
-        assert entry["rewards/spy_reward/mean"] == pytest.approx(0.375) and entry["reward"] == pytest.approx(0.375)
-        assert entry["reward_std"] > 0
-    lora_b = [p for n, p in trainer.model.named_parameters() if "lora_B" in n]
-    assert any(p.abs().sum() > 0 for p in lora_b)  # the advantages moved the policy
+    assert [h["rewards/even_tokens/mean"] for h in logged] == pytest.approx([np.mean(c[3]) for c in calls])
+    assert [h["reward"] for h in logged] == pytest.approx([np.mean(c[3]) for c in calls])
+    after = _even_share(trainer, env)
+    assert after > before + 0.05, (before, after)  # the advantages pushed the policy towards the reward
 
 
 # ------------------------------------------------------------------------------------ the command

@@ -108,11 +108,14 @@ def _resume_point(resume_from_checkpoint, out: Path, options: dict) -> str | Non
             raise UsageError(f"{out} holds checkpoints of an earlier run: pass --resume_from_checkpoint last to "
                              "continue it, or choose a new --output_dir")
         return None
-    path = get_last_checkpoint(str(out)) if out.is_dir() and resume_from_checkpoint == "last" \
-        else (None if resume_from_checkpoint == "last" else resume_from_checkpoint)
-    if path is None or not Path(path).is_dir():
-        raise FileNotFoundError(f"resume_from_checkpoint={resume_from_checkpoint!r}: no checkpoint found "
-                                f"({'no checkpoint-* in ' + str(out) if path is None else str(path) + ' not found'})")
+    if resume_from_checkpoint == "last":
+        path = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if path is None:
+            raise FileNotFoundError(f"resume_from_checkpoint=last: no checkpoint-* in {out}")
+    else:
+        path = resume_from_checkpoint
+        if not Path(path).is_dir():
+            raise FileNotFoundError(f"resume_from_checkpoint: {path} not found")
     saved_file = Path(path).parent / CONFIG_NAME
     if not saved_file.is_file():
         raise FileNotFoundError(f"{saved_file}: the options of the run to resume are missing")
@@ -175,7 +178,8 @@ def _grpo_config(o: dict, out: Path, schedule: dict, records: int, torch_dtype, 
         warmup_steps=o["warmup_steps"], bf16=torch_dtype == torch.bfloat16, fp16=False, use_cpu=device == "cpu",
         seed=o["seed"], logging_steps=o["logging_steps"], save_strategy="steps" if save_steps else "no",
         save_steps=save_steps or 500, report_to="none", remove_unused_columns=False,
-        activation_checkpointing=o["gradient_checkpointing"], dataloader_num_workers=0, log_completions=False)
+        activation_checkpointing=o["gradient_checkpointing"], dataloader_num_workers=0, log_completions=False,
+        shuffle_dataset=bool(o["shuffle_dataset"]))
 
 
 def grpo(base_model_path: str, data_path: str, output_dir: str, model_path: str | None = None,
@@ -191,7 +195,7 @@ def grpo(base_model_path: str, data_path: str, output_dir: str, model_path: str 
          target_modules: str = ",".join(LORA_DEFAULTS["target_modules"]), device: str = "auto", dtype: str = "auto",
          seed: int = 42, resampler: str = "sinc", save_steps: int | None = None, logging_steps: int = 5,
          resume_from_checkpoint: str | None = None, skip_bad_records: bool = False,
-         gradient_checkpointing: bool = False) -> dict:
+         gradient_checkpointing: bool = False, shuffle_dataset: bool = True) -> dict:
     """GRPO-train a LoRA adapter of the Qwen2.5-Omni thinker on audio question answering.
 
     Args:
@@ -233,6 +237,7 @@ def grpo(base_model_path: str, data_path: str, output_dir: str, model_path: str 
         resume_from_checkpoint: a checkpoint-N folder, or last.
         skip_bad_records: leave invalid records out (listed in a warning) instead of stopping.
         gradient_checkpointing: recompute activations in the backward pass to save memory.
+        shuffle_dataset: shuffle the records every epoch (false: the file's order, e.g. classes alternating).
     """
     options = dict(locals())
     from fusionaudio.audsem.grpo_data import dataset_rows, load_grpo_records
@@ -270,8 +275,8 @@ def _train(o: dict, out: Path, config, processor, records, rows, torch_dtype, re
     torch.manual_seed(o["seed"])
     model, peft_config = _build_policy(o["base_model_path"], o["model_path"], torch_dtype, config.device, lora)
     out.mkdir(parents=True, exist_ok=True)
+    (out / CONFIG_NAME).write_text(json.dumps(o, indent=2))
     if resume is None:
-        (out / CONFIG_NAME).write_text(json.dumps(o, indent=2))
         (out / LOG_NAME).write_text("")
     funcs = reward_functions(o["semantic_elements"], o["use_length_constraint"], o["target_length"],
                              o["length_penalty_alpha"], o["length_penalty_delta"], o["encourage_target_length"])
