@@ -17,7 +17,9 @@ from fusionaudio.infer import journal
 TEXT = ["--max_new_tokens", "3", "--device", "cpu", "--no_progress", "--loader_workers", "0"]
 
 # A stand-in for a run: it takes the run lock and a shard lock, starts two loader workers that are busy
-# decoding (a minute per clip), prints their pids and waits to be killed.
+# decoding (a minute per clip), waits until both have started (a forked worker holds copies of the run's
+# files until its init closes them: if it never did, this waits a minute and the restart below is refused),
+# prints their pids and waits to be killed.
 PARENT = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
@@ -42,7 +44,23 @@ PARENT = textwrap.dedent("""
         except OSError:
             return None
 
+    def holds_locks(pid):  # a worker holds the run's files from its fork until its init closes them
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            return False
+        targets = set()
+        for fd in fds:
+            try:
+                targets.add(os.readlink(fd))
+            except OSError:
+                pass
+        return bool(targets & {str(lock.path), str(writer.path)})
+
     kids = [int(d.name) for d in Path("/proc").iterdir() if d.name.isdigit() and parent_of(d) == str(os.getpid())]
+    deadline = time.monotonic() + 60
+    while any(holds_locks(k) for k in kids) and time.monotonic() < deadline:
+        time.sleep(0.02)
     print(" ".join(map(str, kids)), flush=True)
     time.sleep(600)
 """)
