@@ -193,10 +193,10 @@ def test_rewards_reach_the_trainer_and_steer_the_policy(env, sharp_ckpt, tmp_pat
         calls.append((completions, answer, record, rewards))
         return rewards
 
-    trainer = _trainer(env, tmp_path, rewards=[even_tokens], ckpt=sharp_ckpt, max_steps=4, learning_rate=1e-2)
+    trainer = _trainer(env, tmp_path, rewards=[even_tokens], ckpt=sharp_ckpt, max_steps=8, learning_rate=5e-2)
     before = _even_share(trainer, env)
     trainer.train()
-    assert len(calls) == 4
+    assert len(calls) == 8
     for completions, answers, records, _ in calls:
         assert len(completions) == 4 and all(c[0]["role"] == "assistant" for c in completions)
         assert len(set(records)) == 1 and answers == [["A", "B"][records[0]]] * 4
