@@ -135,6 +135,7 @@ def llama_weight_bytes(llama_dir: Path) -> int:
 
 def infer_runs(args, base, recs, work: Path) -> list[dict]:
     """Step 2: ``python -m fusionaudio.infer`` with each engine (a fresh process each; start-up included)."""
+    work.mkdir(parents=True, exist_ok=True)  # one folder per model: a run's outputs are bound to its settings
     path = work / "records.json"
     path.write_text(json.dumps(recs))
     rows, outputs = [], {}
@@ -229,7 +230,7 @@ def main() -> int:
             if "generate" not in skip:
                 rows += generation(args, base, recs)
             if "infer" not in skip:
-                rows += infer_runs(args, base, recs[:args.records], work)
+                rows += infer_runs(args, base, recs[:args.records], work / f"infer-{name}")
             if "serve" not in skip:
                 rows += serve_runs(args, base, name)
             print_table(name, rows)
