@@ -63,11 +63,6 @@ class PipelineConfig:
         return [s for s in STAGE_ORDER if self.stages[s]["enabled"]]
 
 
-def resolve_path(value, base: Path) -> Path:
-    p = Path(str(value)).expanduser()
-    return p if p.is_absolute() else (base / p)
-
-
 def _check_keys(where: str, given: dict, allowed: dict) -> None:
     unknown = sorted(set(given) - set(allowed))
     if unknown:
@@ -87,6 +82,7 @@ def merge_section(config_path, name: str, given: dict | None, defaults: dict) ->
 def load_config(path, overrides: dict | None = None) -> PipelineConfig:
     """Read ``path`` (YAML), apply ``overrides`` (top-level keys, e.g. from the command line)."""
     from fusionaudio.pipeline.stages import STAGE_CLASSES
+    from fusionaudio.pipeline.stages.base import resolve_path
 
     path = Path(path)
     if not path.is_file():

@@ -31,6 +31,12 @@ class StageError(RuntimeError):
         self.environment = environment
 
 
+def resolve_path(value, base: Path) -> Path:
+    """A configured path: ``~`` expanded; a relative one taken from ``base`` (the config file's folder)."""
+    p = Path(str(value)).expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
 def is_environment_error(e: BaseException) -> bool:
     """A failure of the surroundings (retried by the next run), not of the clip's content (kept)."""
     return bool(getattr(e, "environment", False)) or isinstance(e, (TimeoutError, ConnectionError))
@@ -78,8 +84,6 @@ class Stage:
 
     @classmethod
     def resolve_paths(cls, section: dict, base: Path) -> None:
-        from fusionaudio.pipeline.config import resolve_path
-
         for key in cls.path_keys(section):
             value = section.get(key)
             if value not in (None, "", "tiny"):

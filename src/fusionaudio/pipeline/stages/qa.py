@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from fusionaudio.pipeline.llm import LLM_DEFAULTS, LLM_PATH_KEYS, llm_path_keys, make_llm, read_template
+from fusionaudio.pipeline.stages.llm import LLM_DEFAULTS, LLM_PATH_KEYS, llm_path_keys, make_llm, read_template
 from fusionaudio.pipeline.stages.base import Item, Stage, StageError
 
 

@@ -99,7 +99,7 @@ def make_llm(cfg: dict, context: dict):
 
 def read_template(value, default_name: str) -> tuple[str, str]:
     """(template text, where it came from): ``value`` is a file path, or None for the bundled one."""
-    path = Path(value) if value else Path(__file__).resolve().parent / "prompts" / default_name
+    path = Path(value) if value else Path(__file__).resolve().parents[1] / "prompts" / default_name
     if not path.is_file():
         raise FileNotFoundError(f"prompt template not found: {path}")
     return path.read_text(), str(path)
