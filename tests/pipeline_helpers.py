@@ -16,10 +16,10 @@ import subprocess
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import yaml
+from fake_http import JsonServer, chat_reply
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,34 +30,15 @@ class FakeChatServer:
         self.attempts: dict[str, int] = {}
         self.requests = 0
         self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = body["messages"][-1]["content"]
-                status, text = server.reply(prompt)
-                if status != 200:
-                    self.send_response(status)
-                    self.end_headers()
-                    self.wfile.write(b'{"error": "injected failure"}')
-                    return
-                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": text}}]}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.http = None
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        return self.http.url
+
+    def _respond(self, path, headers, body):
+        status, text = self.reply(body["messages"][-1]["content"])
+        return (200, chat_reply(text)) if status == 200 else (status, {"error": "injected failure"})
 
     def reply(self, prompt: str) -> tuple[int, str]:
         with self.lock:
@@ -79,12 +60,11 @@ class FakeChatServer:
         return 200, "Here you go:\n```json\n" + json.dumps(pairs) + "\n```"
 
     def __enter__(self):
-        self.thread.start()
+        self.http = JsonServer(self._respond)
         return self
 
     def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.http.close()
 
 
 def fast_stages(base_url: str | None, separation: bool = True) -> dict:

@@ -1,12 +1,11 @@
 """Classification evaluator: vocabularies, label parsing, hand-computed metrics, backends, cache."""
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_http import JsonServer
 
 from fusionaudio.evaluate import classification as cls
 from fusionaudio.evaluate.embeddings import BertMeanBackend, CachedEmbedder, EmbeddingBackend, OpenAIEmbeddingBackend
@@ -174,35 +173,19 @@ def test_bert_mean_backend(tmp_path):
 def test_openai_embedding_backend(tmp_path, monkeypatch):
     calls = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            calls.append((self.path, self.headers.get("Authorization"), body))
-            data = [{"index": i, "embedding": [float(len(t)), 1.0]} for i, t in enumerate(body["input"])]
-            blob = json.dumps({"data": data}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(blob)))
-            self.end_headers()
-            self.wfile.write(blob)
+    def respond(path, headers, body):
+        calls.append((path, headers.get("Authorization"), body))
+        return 200, {"data": [{"index": i, "embedding": [float(len(t)), 1.0]} for i, t in enumerate(body["input"])]}
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with JsonServer(respond) as server:
         monkeypatch.setenv("FA_TEST_EMBED_KEY", "sk-test")
-        backend = OpenAIEmbeddingBackend(f"http://127.0.0.1:{server.server_port}/v1", "emb-model",
-                                         api_key_env="FA_TEST_EMBED_KEY")
+        backend = OpenAIEmbeddingBackend(server.url, "emb-model", api_key_env="FA_TEST_EMBED_KEY")
         emb = CachedEmbedder(backend, tmp_path)
         np.testing.assert_allclose(emb.embed(["ab", "abcd"]), [[2, 1], [4, 1]])
         emb.embed(["abcd"])
         assert len(calls) == 1
         assert calls[0][0] == "/v1/embeddings" and calls[0][1] == "Bearer sk-test"
         assert calls[0][2] == {"model": "emb-model", "input": ["ab", "abcd"]}
-    finally:
-        server.shutdown()
 
 
 # ------------------------------------------------------------------ the published protocol

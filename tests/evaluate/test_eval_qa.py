@@ -2,9 +2,9 @@
 
 import json
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_http import JsonServer, chat_reply
 
 from fusionaudio.evaluate import qa
 from fusionaudio.evaluate.judge import JudgeError, OpenAICompatClient
@@ -19,44 +19,27 @@ class FakeJudge:
 
     def __init__(self, fail_first=1, fail_status=429):
         self.calls, self.prompts, self.bodies, self.lock = 0, [], [], threading.Lock()
-        judge = self
+        self.fail_first, self.fail_status = fail_first, fail_status
+        self.server = JsonServer(self.respond)
+        self.url = self.server.url
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with judge.lock:
-                    judge.calls += 1
-                    failing = judge.calls <= fail_first
-                    if not failing:
-                        judge.prompts.append(body["messages"][-1]["content"])
-                        judge.bodies.append(body)
-                if failing:
-                    return self._send(fail_status, {"error": "slow down"}, {"Retry-After": "0"})
-                prompt = body["messages"][-1]["content"]
-                if "single letter" in prompt:
-                    reply = "B"
-                elif "Rating: N" in prompt:
-                    reply = "The answer matches the references closely.\nRating: 4"
-                else:
-                    reply = "8 6"
-                self._send(200, {"choices": [{"message": {"role": "assistant", "content": reply}}]})
-
-            def _send(self, status, obj, headers=None):
-                blob = json.dumps(obj).encode()
-                self.send_response(status)
-                for k, v in (headers or {}).items():
-                    self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(blob)))
-                self.end_headers()
-                self.wfile.write(blob)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+    def respond(self, path, headers, body):
+        with self.lock:
+            self.calls += 1
+            failing = self.calls <= self.fail_first
+            if not failing:
+                self.prompts.append(body["messages"][-1]["content"])
+                self.bodies.append(body)
+        if failing:
+            return self.fail_status, {"error": "slow down"}, {"Retry-After": "0"}
+        prompt = body["messages"][-1]["content"]
+        if "single letter" in prompt:
+            reply = "B"
+        elif "Rating: N" in prompt:
+            reply = "The answer matches the references closely.\nRating: 4"
+        else:
+            reply = "8 6"
+        return 200, chat_reply(reply)
 
     def client(self, cache_dir, **kw):
         kw.setdefault("backoff_base", 0.01)
@@ -67,7 +50,7 @@ class FakeJudge:
 def judge():
     j = FakeJudge()
     yield j
-    j.server.shutdown()
+    j.server.close()
 
 
 def write(path, records):
@@ -256,14 +239,14 @@ def test_judge_gives_up_and_does_not_retry_4xx(tmp_path):
             failing.client(tmp_path, max_retries=2).chat([{"role": "user", "content": "hi"}])
         assert failing.calls == 3
     finally:
-        failing.server.shutdown()
+        failing.server.close()
     denied = FakeJudge(fail_first=100, fail_status=401)
     try:
         with pytest.raises(JudgeError, match="HTTP 401"):
             denied.client(tmp_path, max_retries=5).chat_many([[{"role": "user", "content": "hi"}]])
         assert denied.calls == 1
     finally:
-        denied.server.shutdown()
+        denied.server.close()
 
 
 def test_bad_inputs(tmp_path):

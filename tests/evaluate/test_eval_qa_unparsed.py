@@ -4,10 +4,9 @@ about, and past ``--max_unparsed`` (default 10 %) the run fails with the report 
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from fake_http import JsonServer, chat_reply
 
 from fusionaudio.evaluate import qa
 
@@ -16,28 +15,16 @@ from fusionaudio.evaluate import qa
 def judge_url():
     """A judge that rates 4, except for questions containing MUMBLE, where it forgets the rating."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            prompt = body["messages"][-1]["content"]
-            if "Rating: N" in prompt:
-                reply = "Looks fine to me." if "MUMBLE" in prompt else "Close to the references.\nRating: 4"
-            else:
-                reply = "Both are fine." if "MUMBLE" in prompt else "8 6"
-            blob = json.dumps({"choices": [{"message": {"role": "assistant", "content": reply}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(blob)))
-            self.end_headers()
-            self.wfile.write(blob)
+    def respond(path, headers, body):
+        prompt = body["messages"][-1]["content"]
+        if "Rating: N" in prompt:
+            reply = "Looks fine to me." if "MUMBLE" in prompt else "Close to the references.\nRating: 4"
+        else:
+            reply = "Both are fine." if "MUMBLE" in prompt else "8 6"
+        return 200, chat_reply(reply)
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
+    with JsonServer(respond) as server:
+        yield server.url
 
 
 def _preds(tmp_path, n: int, mumbled: int):
