@@ -124,6 +124,21 @@ def test_clap_filter_scores_and_threshold(env, tmp_path):
     assert {strict.get("clap_filter", c.id)["status"] for c in clips} == {"ok", "filtered"}
 
 
+def test_clap_audio_embedding_does_not_depend_on_the_batch(env):
+    """The tiny CLAP crops clips longer than 2 s at random: the local and Ray engines batch clips differently,
+    so each clip's crop must be its own, whatever else is in the batch."""
+    clips, store, context = env
+    from fusionaudio.retrieval.clap import ClapDualEncoder
+
+    enc = ClapDualEncoder(str(context["tiny_models_dir"] / "clap"))
+    paths = [store.get("prepare", c.id)["output"]["audio"] for c in clips]
+    together = enc.encode_audio(paths)
+    alone = np.concatenate([enc.encode_audio([p]) for p in paths])
+    reversed_batch = enc.encode_audio(paths[::-1])[::-1]
+    np.testing.assert_allclose(alone, together, atol=1e-6)
+    np.testing.assert_allclose(reversed_batch, together, atol=1e-6)
+
+
 def test_music_caption_with_a_tiny_qwen2_audio(env, tmp_path):
     clips, prepared, context = env
     store = ResultStore(tmp_path)

@@ -66,10 +66,25 @@ class ClapDualEncoder:
         return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
 
     def audio_inputs(self, audio: list) -> dict:
+        """Features clip by clip, each clip's random crop (when it is longer than the extractor's window) drawn
+        from a generator seeded afresh, so a clip's embedding never depends on the clips batched with it (the
+        pipeline's local and Ray engines batch differently). Under ``fusion`` truncation, as in the batched
+        extractor, a batch with no long clip has one clip marked longer: the first, not a random one."""
+        fe = self.processor.feature_extractor
         waves = [load_waveform(a, self.sampling_rate) if isinstance(a, (str, Path)) else np.asarray(a, np.float32)
                  for a in audio]
-        feats = self.processor.feature_extractor(waves, sampling_rate=self.sampling_rate, return_tensors="pt")
-        return {k: v.to(self.device) for k, v in feats.items() if k in ("input_features", "is_longer")}
+        parts = []
+        for wave in waves:
+            np.random.seed(0)
+            parts.append(fe([wave], sampling_rate=self.sampling_rate, return_tensors="pt"))
+        features = self.torch.cat([p["input_features"] for p in parts])
+        out = {"input_features": features}
+        if "is_longer" in parts[0]:
+            longer = [len(w) > fe.nb_max_samples for w in waves]
+            if getattr(fe, "truncation", None) == "fusion" and not any(longer):
+                longer[0] = True
+            out["is_longer"] = self.torch.tensor(longer).reshape(-1, 1)
+        return {k: v.to(self.device) for k, v in out.items()}
 
     # -------------------------------------------------------------- encoding
     @staticmethod
@@ -91,5 +106,4 @@ class ClapDualEncoder:
 
     def encode_audio(self, audio: list) -> np.ndarray:
         """L2-normalised audio embeddings for file paths or 1-D waveforms at ``sampling_rate``."""
-        np.random.seed(0)  # the feature extractor's random truncation, when configured
         return self._run(list(audio), lambda b: self.model.get_audio_features(**self.audio_inputs(b)))
