@@ -286,6 +286,24 @@ def test_resume_and_restart_mistakes_are_refused(env, trained, tmp_path, capsys)
     assert capsys.readouterr().err.strip().startswith("error: ")
 
 
+def test_rollout_sampling_options_reach_the_rollouts(env, trained, tmp_path, capsys):
+    def zero_std(out):
+        return [e["frac_reward_zero_std"] for e in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())
+                if "reward" in e]
+
+    assert min(zero_std(trained[0])) < 1.0  # sampled at TRL's defaults, a group's length rewards differ
+    out = tmp_path / "top_k_1"
+    _run(env, out, top_k=1, save_steps=0)  # only the likeliest token: a prompt's completions are all the same
+    assert zero_std(out) == [1.0, 1.0]
+    base = ["--base_model_path", str(env["ckpt"]), "--data_path", str(env["data"]), "--output_dir", str(tmp_path / "x")]
+    for flags, message in ((["--temperature", "0"], "temperature must be > 0: GRPO compares sampled completions"),
+                           (["--top_p", "1.5"], "top_p must be in (0, 1], got 1.5"),
+                           (["--top_k", "-1"], "top_k must be >= 0")):
+        assert main(base + flags) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_grpo_continues_an_sft_adapter_against_it_as_the_reference(env, tmp_path):
     from fusionaudio.audsem.loading import load_thinker
     from fusionaudio.audsem.train import add_lora

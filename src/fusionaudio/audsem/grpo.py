@@ -174,7 +174,8 @@ def _grpo_config(o: dict, out: Path, schedule: dict, records: int, torch_dtype, 
         per_device_train_batch_size=o["batch_size"], gradient_accumulation_steps=o["grad_accum"],
         steps_per_generation=schedule["steps_per_generation"], num_generations=o["num_generations"],
         beta=o["beta"], scale_rewards=bool(o["scale_rewards"]), loss_type=o["loss_type"],
-        max_completion_length=o["max_completion_length"], temperature=o["temperature"],
+        max_completion_length=o["max_completion_length"], temperature=o["temperature"], top_p=o["top_p"],
+        top_k=o["top_k"],
         warmup_steps=o["warmup_steps"], bf16=torch_dtype == torch.bfloat16, fp16=False, use_cpu=device == "cpu",
         seed=o["seed"], logging_steps=o["logging_steps"], save_strategy="steps" if save_steps else "no",
         save_steps=save_steps or 500, report_to="none", remove_unused_columns=False,
@@ -187,7 +188,8 @@ def grpo(base_model_path: str, data_path: str, output_dir: str, model_path: str 
          grad_accum: int = D["grad_accum"], max_steps: int | None = None, num_generations: int = D["num_generations"],
          beta: float = D["beta"], scale_rewards: bool = D["scale_rewards"], loss_type: str = D["loss_type"],
          max_prompt_length: int = D["max_prompt_length"], max_completion_length: int = D["max_completion_length"],
-         temperature: float = 1.0, warmup_steps: int = D["warmup_steps"], semantic_elements: bool = False,
+         temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+         warmup_steps: int = D["warmup_steps"], semantic_elements: bool = False,
          use_length_constraint: bool = False, target_length: int = 100, length_penalty_alpha: float = 0.1,
          length_penalty_delta: float = 0.5, encourage_target_length: bool = False, prepend_to_prompt: bool = False,
          system_prompt: str = SYSTEM_PROMPT, lora_r: int = LORA_DEFAULTS["r"],
@@ -215,6 +217,8 @@ def grpo(base_model_path: str, data_path: str, output_dir: str, model_path: str 
         max_prompt_length: prompts over this many tokens, audio included, are bad records (upstream 512).
         max_completion_length: new tokens per completion (upstream 512).
         temperature: rollout sampling temperature (TRL's default).
+        top_p: rollouts sample from the smallest token set holding this probability (TRL's default 1.0: all).
+        top_k: rollouts sample from the k likeliest tokens (TRL's default 0: all).
         warmup_steps: linear warm-up steps (upstream 0).
         semantic_elements: reward the three-section format (think, semantic_elements, answer).
         use_length_constraint: add upstream's length reward on the <think> words.
@@ -244,7 +248,11 @@ def grpo(base_model_path: str, data_path: str, output_dir: str, model_path: str 
     from fusionaudio.audsem.processor import OmniAudioProcessor, check_resampler
     from fusionaudio.loading.weights import resolve_dtype
 
+    from fusionaudio.sampling import sampling_options
+
     check_resampler(resampler)
+    if not sampling_options({"do_sample": True}, temperature=temperature, top_p=top_p, top_k=top_k)["do_sample"]:
+        raise UsageError("temperature must be > 0: GRPO compares sampled completions of a prompt")
     out = Path(output_dir)
     device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     torch_dtype = resolve_dtype(("bfloat16" if device.startswith("cuda") else "float32") if dtype == "auto" else dtype)
