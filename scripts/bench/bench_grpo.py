@@ -8,7 +8,7 @@ pitch and level, or white noise at a random level). The model is the tiny random
 ``fusionaudio.audsem.tiny``.
 
 1. SFT (``fusionaudio.audsem.train``, two-section targets, LoRA on every linear layer) teaches the answer
-   format with answers drawn at random, independent of the clip: the model answers in format, by chance.
+   format, every clip once with each answer: the model answers in format, by chance.
 2. GRPO (``fusionaudio.audsem.grpo``, from the SFT adapter, rewards accuracy + strict_format) can only raise
    the accuracy reward by listening: the reward per step is plotted (``--png``) with its moving average.
    Rollouts sample at temperature 0.7 with top_p 0.9: the tiny model's random vocabulary keeps a heavy tail
@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import random
 import time
 from pathlib import Path
 
@@ -66,19 +65,17 @@ def rescale_tiny_model(base: Path, head_scale: float, audio_scale: float) -> Non
     save_file(weights, str(base / "model.safetensors"), metadata={"format": "pt"})
 
 
-def write_data(work: Path, train, seed: int, label_accuracy: float) -> tuple[Path, Path]:
+def write_data(work: Path, train) -> tuple[Path, Path]:
+    """GRPO records (the right answer) and SFT records: every clip twice, once answered A and once B, so that
+    SFT teaches the format and nothing about the task (no clip's answer can be memorised)."""
     from fusionaudio.audsem.grpo_data import question_text
 
     rows = [{"audio_id": f"audio/{name}", "question": QUESTION, "choices": CHOICES, "answer": letter}
             for name, letter in train]
     grpo_data = work / "grpo.json"
     grpo_data.write_text(json.dumps(rows))
-    pick = random.Random(seed)
-    flip = {"A": "B", "B": "A"}
     sft_rows = [{"audio_id": r["audio_id"], "instruction": question_text(r), "input": "",
-                 "output": "<think>I listen.</think>\n<answer>"
-                           f"{r['answer'] if pick.random() < label_accuracy else flip[r['answer']]}</answer>"}
-                for r in rows]  # noisy labels: SFT teaches the format and, weakly, the task
+                 "output": f"<think>I listen.</think>\n<answer>{letter}</answer>"} for r in rows for letter in "AB"]
     sft_data = work / "sft.json"
     sft_data.write_text(json.dumps(sft_rows))
     return sft_data, grpo_data
@@ -138,9 +135,7 @@ def main() -> None:
     p.add_argument("--sft_steps", type=int, default=400)
     p.add_argument("--sft_targets", default="q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
                    help="LoRA target modules of the SFT adapter (GRPO trains the same adapter on)")
-    p.add_argument("--sft_lr", type=float, default=2e-2, help="constant")
-    p.add_argument("--sft_label_accuracy", type=float, default=0.5,
-                   help="share of SFT targets with the right answer (the rest have the wrong one)")
+    p.add_argument("--sft_lr", type=float, default=1e-2, help="decayed linearly to 0; gradients clipped to norm 1")
     p.add_argument("--grpo_steps", type=int, default=200)
     p.add_argument("--grpo_lr", type=float, default=2e-3, help="after --warmup_steps, decayed linearly to 0 (TRL)")
     p.add_argument("--warmup_steps", type=int, default=20)
@@ -164,10 +159,10 @@ def main() -> None:
     rescale_tiny_model(base, a.head_scale, a.audio_scale)
     train_clips = make_clips(work / "audio", a.train_clips, rng, "train")
     eval_clips = make_clips(work / "audio", a.eval_clips, rng, "eval")
-    sft_data, grpo_data = write_data(work, train_clips, a.seed, a.sft_label_accuracy)
+    sft_data, grpo_data = write_data(work, train_clips)
     t0 = time.time()
     train(str(base), str(sft_data), str(work / "sft"), lr=a.sft_lr, batch_size=4, max_steps=a.sft_steps,
-          lora_dropout=0.0, prompt_mode="raw", structured_variant="two", seed=a.seed, lr_scheduler="constant",
+          lora_dropout=0.0, prompt_mode="raw", structured_variant="two", seed=a.seed, max_grad_norm=1.0,
           target_modules=a.sft_targets)
     t_sft = time.time() - t0
     before = evaluate(base, work / "sft", eval_clips, work / "audio", a.temperature, a.top_p)
