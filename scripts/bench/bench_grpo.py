@@ -11,9 +11,9 @@ pitch and level, or white noise at a random level). The model is the tiny random
    format, every clip once with each answer: the model answers in format, by chance.
 2. GRPO (``fusionaudio.audsem.grpo``, from the SFT adapter, rewards accuracy + strict_format) can only raise
    the accuracy reward by listening: the reward per step is plotted (``--png``) with its moving average.
-   Rollouts sample at temperature 0.7 with top_p 0.9: the tiny model's random vocabulary keeps a heavy tail
-   that would otherwise put a stray token into most 20-token completions, and each such token's gradient
-   drowns the one answer token that carries the reward.
+   Rollouts sample at temperature 0.7 with top_p 0.9, which cuts the flat tail of the tiny model's random
+   vocabulary: a stray token's gradient adds noise to that of the one answer token carrying the reward
+   (with top_p 1.0 the reward rises too, more slowly: docs/audsemthinker.md).
 
 Held-out clips are answered greedily before and after GRPO (accuracy, format rate). Prints one JSON object.
 """

@@ -247,7 +247,6 @@ def grpo(base_model_path: str, data_path: str, output_dir: str, model_path: str 
     from fusionaudio.audsem.grpo_data import dataset_rows, load_grpo_records
     from fusionaudio.audsem.processor import OmniAudioProcessor, check_resampler
     from fusionaudio.loading.weights import resolve_dtype
-
     from fusionaudio.sampling import sampling_options
 
     check_resampler(resampler)
